@@ -1,0 +1,24 @@
+# The two commands of the README's quick start. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install bench clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## train and evaluate on the embedded dataset (offline)
+	. $(BIN)/activate && dvc repro
+
+test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
+	. $(BIN)/activate && pytest
+
+bench: $(STAMP)  ## throughput / timing figures quoted in the README
+	. $(BIN)/activate && python benchmarks/features_throughput.py && python benchmarks/pipeline_timing.py

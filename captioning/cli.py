@@ -1,0 +1,73 @@
+"""`captioning caption IMAGE...`: describe new images with a trained model.
+
+Uses the encoder saved by the features stage (same weights, same image size), so a new image gets
+exactly the kind of features the model was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from captioning.io import DataError
+
+
+def caption_images(paths: list[str], model_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Captions for every readable image, and the errors (path -> message) for the others."""
+    import keras
+
+    from captioning.decoding import greedy_decode
+    from captioning.features import EncoderSpec, build_encoder, load_image, preprocess
+    from captioning.io import read_json
+    from captioning.text import Vocabulary
+
+    for name in ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5"):
+        if not (model_dir / name).exists():
+            raise DataError(f"{model_dir / name}: not found; train a model first (dvc repro) or pass --model DIR")
+    spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
+    images, errors = {}, {}
+    for path in paths:
+        try:
+            images[path] = load_image(path, spec.image_size)
+        except DataError as e:
+            errors[path] = str(e)
+    if not images:
+        return {}, errors
+    encoder = build_encoder(spec, weights_file=model_dir / "encoder.weights.h5")
+    feats = np.asarray(encoder(preprocess(np.stack(list(images.values()))), training=False))
+    model = keras.models.load_model(model_dir / "model.keras")
+    vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
+    words = greedy_decode(model, feats, vocab)
+    return {path: " ".join(w) for path, w in zip(images, words)}, errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="captioning", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    cap = commands.add_parser("caption", help="print a caption for each image")
+    cap.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    cap.add_argument("--model", type=Path, default=Path("models"), help="directory of the trained model")
+    cap.add_argument("--json", action="store_true", help="JSON lines with image and caption")
+    args = parser.parse_args(argv)
+
+    try:
+        captions, errors = caption_images(args.images, args.model)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in args.images:  # keep the user's order, errors where they happened
+        if path in errors:
+            print(f"error: {errors[path]}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps({"image": path, "caption": captions[path]}))
+        else:
+            print(f"{path}\t{captions[path]}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Image features: a frozen ResNet50 turns every image into one 2048-d vector.
+
+Images are decoded and resized by Pillow inside a `tf.data` pipeline that runs ahead of the model,
+so decoding overlaps with the (much slower) forward pass. A bad image (corrupt, truncated, not an
+image) is reported by name and skipped; it never stops the run.
+
+The encoder's weights are saved beside the model, so captioning a new image later uses exactly the
+weights the training features came from, also when they are randomly initialised (offline default).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from captioning.io import DataError
+
+FEATURE_DIM = 2048
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """An RGB image as float32 (size, size, 3) in 0..255, squashed to a square like Flickr8k models do.
+
+    Grayscale, CMYK, palette and RGBA images are converted to RGB. Raises DataError naming the file
+    when it is missing, truncated or not an image.
+    """
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the image is large
+            img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.float32)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({e}); replace or remove it") from None
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything needed to rebuild the exact encoder: saved as models/encoder.json."""
+
+    weights: str  # "none" (seeded random init), "imagenet", or a path to a weights file
+    image_size: int = 224
+    pooling: str = "avg"
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return {"weights": self.weights, "image_size": self.image_size, "pooling": self.pooling,
+                "seed": self.seed}
+
+
+def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
+    """ResNet50 without its classifier head, global-average pooled to 2048 values, frozen.
+
+    `weights_file` (a saved encoder) takes precedence over `spec.weights`: that is how captioning
+    reuses the training encoder bit for bit.
+    """
+    import keras
+
+    shape = (spec.image_size, spec.image_size, 3)
+    if weights_file is not None:
+        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.pooling,
+                                            input_shape=shape)
+        model.load_weights(str(weights_file))
+    elif spec.weights == "none":
+        keras.utils.set_random_seed(spec.seed)
+        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.pooling,
+                                            input_shape=shape)
+    elif spec.weights == "imagenet":
+        try:
+            model = keras.applications.ResNet50(include_top=False, weights="imagenet",
+                                                 pooling=spec.pooling, input_shape=shape)
+        except Exception as e:  # network errors surface as many exception types
+            raise DataError(
+                f"features.weights=imagenet: could not fetch the ImageNet ResNet50 weights ({type(e).__name__}: "
+                f"{e}). On a machine without internet set features.weights to a local .h5 weights file, "
+                "or to none for a random encoder") from None
+    else:
+        path = Path(spec.weights)
+        if not path.is_file():
+            raise DataError(f"features.weights={spec.weights}: no such weights file; use imagenet, none or "
+                            "a path to ResNet50 (no top) weights")
+        model = keras.applications.ResNet50(include_top=False, weights=str(path), pooling=spec.pooling,
+                                            input_shape=shape)
+    model.trainable = False
+    return model
+
+
+def preprocess(images):
+    """ResNet50's own input preprocessing (RGB->BGR, ImageNet mean subtracted), as its weights expect."""
+    import keras
+
+    return keras.applications.resnet50.preprocess_input(images)
+
+
+@dataclass
+class ExtractionResult:
+    names: list[str]  # images that were encoded, in row order of `features`
+    features: np.ndarray  # (len(names), 2048) float32
+    skipped: dict[str, str] = field(default_factory=dict)  # image name -> why
+
+
+def image_batches(paths: Sequence[Path], size: int, batch_size: int,
+                  on_error: Callable[[Path, str], None]):
+    """A tf.data pipeline of (index, image) batches; unreadable images are reported and left out."""
+    import tensorflow as tf
+
+    def generate() -> Iterator[tuple[int, np.ndarray]]:
+        for i, path in enumerate(paths):
+            try:
+                yield i, load_image(path, size)
+            except DataError as e:
+                on_error(path, str(e))
+
+    signature = (tf.TensorSpec((), tf.int32), tf.TensorSpec((size, size, 3), tf.float32))
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return ds.batch(batch_size).prefetch(2)  # decode the next batches while the model runs
+
+
+def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
+            progress: bool = True) -> ExtractionResult:
+    """Encode every readable image; returns names, features and the skipped images with reasons."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    skipped: dict[str, str] = {}
+
+    def on_error(path: Path, why: str) -> None:
+        skipped[Path(path).name] = why
+        warnings.warn(f"skipping {why}", stacklevel=1)
+
+    forward = tf.function(lambda x: encoder(preprocess(x), training=False), reduce_retracing=True)
+    rows, chunks = [], []
+    with tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
+        for index, images in image_batches(paths, size, batch_size, on_error):
+            chunks.append(forward(images).numpy())
+            rows.extend(index.numpy().tolist())
+            bar.update(rows[-1] + 1 - bar.n)  # images read so far, skipped ones included
+        bar.update(len(paths) - bar.n)
+    feats = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
+    return ExtractionResult([Path(paths[i]).name for i in rows], feats, skipped)
+
+
+def save_features(out_dir: Path, result: ExtractionResult) -> None:
+    """features.npy (plain array, no pickle) + images.json (row order)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "features.npy", result.features, allow_pickle=False)
+    (out_dir / "images.json").write_text(json.dumps(result.names) + "\n", encoding="utf-8")
+
+
+def load_features(feature_dir: str | Path) -> tuple[list[str], np.ndarray]:
+    feature_dir = Path(feature_dir)
+    names = json.loads((feature_dir / "images.json").read_text(encoding="utf-8"))
+    feats = np.load(feature_dir / "features.npy", allow_pickle=False)
+    if len(names) != len(feats):
+        raise DataError(f"{feature_dir}: {len(names)} names but {len(feats)} feature rows; rerun the features stage")
+    return names, feats

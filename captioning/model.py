@@ -1,0 +1,44 @@
+"""The captioning model of the original design, as a Keras functional model.
+
+    image features (2048) -> dropout -> dense  ................ the image, in the decoder's width
+    caption prefix (max_length ids) -> embedding -> dropout -> bidirectional LSTM (one state per word)
+    dot-product attention: the image queries the word states (padded steps masked out)
+    [attended context, image, final LSTM states] -> dense -> softmax over the vocabulary = next word
+
+One sample is one (image, caption prefix) -> next word pair; captions are generated word by word.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def build_model(vocab_size: int, max_length: int, units: int = 256, embedding_dim: int = 256,
+                dropout: float = 0.5, feature_dim: int = 2048) -> keras.Model:
+    features = keras.Input(shape=(feature_dim,), name="features")
+    prefix = keras.Input(shape=(max_length,), dtype="int32", name="prefix")
+
+    # Encoder: the frozen ResNet50 vector, regularised and projected to the decoder's width.
+    # Normalisation first: ResNet50 activations (random or ImageNet) have wildly different scales.
+    image = layers.Normalization(name="feature_norm")(features)
+    image = layers.Dropout(dropout)(image)
+    image = layers.Dense(units, activation="relu", name="encoder")(image)
+
+    # Decoder: the words so far, read in both directions. mask_zero makes every later layer skip
+    # the padding, so a 3-word prefix and a 12-word one are treated alike.
+    words = layers.Embedding(vocab_size, embedding_dim, mask_zero=True, name="embedding")(prefix)
+    words = layers.Dropout(dropout)(words)
+    states, fwd_h, _, bwd_h, _ = layers.Bidirectional(
+        layers.LSTM(units // 2, return_sequences=True, return_state=True), name="bilstm")(words)
+
+    # Attention: which words of the prefix matter for this image. Dot-product scores between the
+    # image (one query) and every word state; the prefix's padding mask keeps pad steps at weight 0.
+    query = layers.Reshape((1, units))(image)
+    context = layers.Attention(name="attention")([query, states])
+    context = layers.Flatten()(context)
+
+    merged = layers.Concatenate()([context, image, fwd_h, bwd_h])
+    hidden = layers.Dense(units, activation="relu", name="decoder")(layers.Dropout(dropout)(merged))
+    next_word = layers.Dense(vocab_size, activation="softmax", name="next_word")(hidden)
+    return keras.Model([features, prefix], next_word, name="merge_bilstm")

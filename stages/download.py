@@ -1,0 +1,33 @@
+"""Stage 1: the raw dataset as data/raw/images/ + data/raw/captions.csv (image,caption; 5 per image)."""
+
+from pathlib import Path
+
+from captioning.io import load_params, write_json
+
+OUT = Path("data/raw")
+
+
+def main() -> None:
+    data = load_params()["data"]
+    if data["dataset"] == "shapes":
+        from captioning import shapes
+
+        cfg = data["shapes"]
+        summary = shapes.generate(OUT, num_images=cfg["num_images"], seed=data["seed"],
+                                  min_size=cfg["min_size"], max_size=cfg["max_size"])
+    elif data["dataset"] == "flickr8k":
+        from captioning import flickr8k
+
+        cfg = data["flickr8k"]
+        if cfg.get("local_dir"):
+            summary = flickr8k.import_local(cfg["local_dir"], OUT)
+        else:
+            summary = flickr8k.fetch(cfg["images_url"], cfg["text_url"], Path("data/download"), OUT)
+    else:
+        raise SystemExit(f"params.yaml data.dataset={data['dataset']!r}: use shapes or flickr8k")
+    write_json("metrics/data.json", {"dataset": data["dataset"], **summary})
+    print(summary)
+
+
+if __name__ == "__main__":
+    main()

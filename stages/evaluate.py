@@ -1,0 +1,49 @@
+"""Stage 7: caption the test images greedily and score them (BLEU, human ceiling, attributes)."""
+
+from collections import defaultdict
+from pathlib import Path
+
+import keras
+import mlflow
+
+from captioning import tracking
+from captioning.decoding import greedy_decode
+from captioning.features import load_features
+from captioning.io import load_params, read_captions, read_json, write_json
+from captioning.metrics import attribute_accuracy, bleu, human_bleu
+from captioning.text import Vocabulary, strip_tokens
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params["evaluate"]
+    vocab = Vocabulary.from_json(read_json("models/vocab.json"))
+    model = keras.models.load_model("models/model.keras")
+    names, feats = load_features("data/features")
+    rows = {n: i for i, n in enumerate(names)}
+    test = read_json("data/split.json")["test"]
+    references = defaultdict(list)
+    for image, caption in read_captions("data/clean/captions.csv"):
+        references[image].append(strip_tokens(caption))
+
+    predicted = greedy_decode(model, feats[[rows[i] for i in test]], vocab, cfg["batch_size"])
+    refs = [references[i] for i in test]
+    scores = {**bleu(refs, predicted), **human_bleu(refs)}
+    captions = {image: " ".join(words) for image, words in zip(test, predicted)}
+    if Path("data/raw/scenes.json").exists():  # the generated dataset knows what is in each image
+        scores["attribute_accuracy"] = attribute_accuracy(captions, read_json("data/raw/scenes.json"))
+    scores = {k: round(v, 4) for k, v in scores.items()}
+    scores["test_images"] = len(test)
+
+    samples = [{"image": image, "prediction": captions[image],
+                "references": [" ".join(r) for r in references[image]]} for image in test[: cfg["num_samples"]]]
+    write_json("metrics/eval.json", scores)
+    write_json("reports/samples.json", samples)
+    with tracking.start_run(read_json("models/run.json")["mlflow_run_id"]):
+        mlflow.log_metrics({k: v for k, v in scores.items()})
+        mlflow.log_artifact("reports/samples.json")
+    print(scores)
+
+
+if __name__ == "__main__":
+    main()
