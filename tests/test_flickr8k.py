@@ -1,0 +1,540 @@
+"""Flickr8k import / download / extract / verify, on the real Flickr8k files in ../shared.
+
+A local HTTP server (127.0.0.1, port 0) serves zips built here from the real sample JPEGs and the
+real text files, so the whole download path runs offline. The 5 images in images_sample/original
+are unmodified (their sha256 is in the packaged list); the 200 resized ones are real content but
+do not match, so they are only used where verification is explicitly off.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import socket
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from captioning import flickr8k
+from captioning.io import DataError
+
+PHANTOM = "2258277193_586949ec62.jpg.1"
+
+
+# -----------------------------------------------------------------------------
+# Real files
+
+@pytest.fixture(scope="session")
+def originals(flickr8k_dir) -> list[Path]:
+    """The 5 unmodified Flickr8k JPEGs (all in the train list)."""
+    paths = sorted((flickr8k_dir / "images_sample" / "original").glob("*.jpg"))
+    assert len(paths) == 5
+    return paths
+
+
+@pytest.fixture(scope="session")
+def all_205(originals, sample_images) -> list[Path]:
+    assert len(sample_images) == 200
+    return originals + sample_images
+
+
+def _token_lines(flickr8k_dir: Path, names: set[str]) -> str:
+    lines = (flickr8k_dir / flickr8k.TOKEN_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(line for line in lines if line.split("#", 1)[0] in names)
+
+
+def _kaggle_lines(flickr8k_dir: Path, names: set[str]) -> str:
+    lines = (flickr8k_dir / "captions.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    return lines[0] + "".join(line for line in lines[1:] if line.split(",", 1)[0] in names)
+
+
+def _split_text(flickr8k_dir: Path, split: str, names: set[str] | None) -> str:
+    lines = (flickr8k_dir / flickr8k.SPLIT_FILES[split]).read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(line for line in lines if names is None or line.strip() in names)
+
+
+def _images_zip(paths: list[Path], corrupt: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
+    """Flicker8k_Dataset/<name>.jpg like the official zip; `corrupt` flips one byte of that image."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for p in paths:
+            data = bytearray(p.read_bytes())
+            if p.name == corrupt:
+                data[len(data) // 2] ^= 0xFF
+            zf.writestr(f"Flicker8k_Dataset/{p.name}", bytes(data))
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _text_zip(flickr8k_dir: Path, names: set[str], filter_splits: bool = True, leave_out: str | None = None) -> bytes:
+    files = {flickr8k.TOKEN_FILE: _token_lines(flickr8k_dir, names)}
+    for split, fname in flickr8k.SPLIT_FILES.items():
+        files[fname] = _split_text(flickr8k_dir, split, names if filter_splits else None)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for fname, text in files.items():
+            if fname != leave_out:
+                zf.writestr(fname, text)
+    return buf.getvalue()
+
+
+def _read_csv(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image", "caption"]
+    return [tuple(r) for r in rows[1:]]
+
+
+# -----------------------------------------------------------------------------
+# Test HTTP server: Range requests, one-off dropped connections, 404 for unknown paths.
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        srv = self.server
+        rng = self.headers.get("Range")
+        srv.requests.append((self.path, rng))
+        body = srv.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        start = 0
+        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if m and not srv.ignore_range:
+            start = int(m[1])
+            if start >= len(body):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        payload = body[start:]
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if srv.drops.get(self.path, 0) > 0:  # announce everything, send half, hang up
+            srv.drops[self.path] -= 1
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.files, srv.requests, srv.drops, srv.ignore_range = {}, [], {}, False
+    srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed on exit: connecting is refused
+
+
+# -----------------------------------------------------------------------------
+# Parsers and the real quirks
+
+def test_packaged_sha256_list_is_the_shared_one(flickr8k_dir):
+    assert flickr8k.SHA256_LIST.read_bytes() == (flickr8k_dir / "Flickr8k_Dataset.sha256").read_bytes()
+    assert len(flickr8k.read_sha256_list()) == flickr8k.NUM_IMAGES
+
+
+def test_real_token_file_and_kaggle_captions_agree_but_for_the_phantom(flickr8k_dir):
+    token = flickr8k.read_token_file(flickr8k_dir / flickr8k.TOKEN_FILE)
+    kaggle = flickr8k.read_kaggle_captions(flickr8k_dir / "captions.txt")
+    assert len(token) == 40460 and len(kaggle) == 40455
+    assert [r for r in token if r[0] == PHANTOM] == token[6730:6735]  # lines 6731-6735
+    assert [r for r in token if r[0] != PHANTOM] == kaggle
+    assert len(flickr8k.short_captions(token)) == 17
+
+
+def test_real_split_lists_leave_91_images_out(flickr8k_dir):
+    images = flickr8k.read_sha256_list(flickr8k_dir / "Flickr8k_Dataset.sha256")
+    splits = {s: flickr8k.read_split_list(flickr8k_dir / f) for s, f in flickr8k.SPLIT_FILES.items()}
+    assert [len(v) for v in splits.values()] == [6000, 1000, 1000]
+    left_out = flickr8k.images_without_split(images, splits)
+    assert len(left_out) == 91
+    assert PHANTOM not in left_out  # the phantom is no image at all
+    token_keys = {img for img, _ in flickr8k.read_token_file(flickr8k_dir / flickr8k.TOKEN_FILE)}
+    assert token_keys - set(images) == {PHANTOM}
+
+
+@pytest.mark.parametrize("text, line", [
+    ("a.jpg#0\tA dog .\na.jpg#1 A dog without a tab .\n", 2),
+    ("a.jpg\tno index\n", 1),
+    ("../../etc/passwd#0\tescape\n", 1),
+])
+def test_malformed_token_lines_name_file_and_line(tmp_path, text, line):
+    path = tmp_path / flickr8k.TOKEN_FILE
+    path.write_text(text)
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:{line}:"):
+        flickr8k.read_token_file(path)
+
+
+def test_malformed_kaggle_rows_name_file_and_line(tmp_path):
+    path = tmp_path / "captions.txt"
+    path.write_text('image,caption\na.jpg,"A dog, running ."\na.jpg,A dog, unquoted\n')
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:3: expected 2 fields"):
+        flickr8k.read_kaggle_captions(path)
+    path.write_text("img,text\n")
+    with pytest.raises(DataError, match=r":1: expected the header"):
+        flickr8k.read_kaggle_captions(path)
+
+
+# -----------------------------------------------------------------------------
+# import_local
+
+def _original_layout(root: Path, flickr8k_dir: Path, images: list[Path], full_text: bool = False,
+                     image_dir: str = "Flicker8k_Dataset") -> Path:
+    names = {p.name for p in images}
+    (root / image_dir).mkdir(parents=True)
+    for p in images:
+        (root / image_dir / p.name).symlink_to(p)
+    text = root / "Flickr8k_text"  # a wrapping folder, as many copies have
+    text.mkdir()
+    if full_text:
+        (text / flickr8k.TOKEN_FILE).symlink_to(flickr8k_dir / flickr8k.TOKEN_FILE)
+    else:
+        (text / flickr8k.TOKEN_FILE).write_text(_token_lines(flickr8k_dir, names))
+    for split, fname in flickr8k.SPLIT_FILES.items():
+        (text / fname).symlink_to(flickr8k_dir / fname)
+    return root
+
+
+def _kaggle_layout(root: Path, flickr8k_dir: Path, images: list[Path]) -> Path:
+    (root / "Images").mkdir(parents=True)
+    for p in images:
+        (root / "Images" / p.name).symlink_to(p)
+    (root / "captions.txt").write_text(_kaggle_lines(flickr8k_dir, {p.name for p in images}))
+    return root
+
+
+def test_original_and_kaggle_layouts_give_identical_captions(tmp_path, flickr8k_dir, all_205):
+    orig = flickr8k.import_local(_original_layout(tmp_path / "orig", flickr8k_dir, all_205),
+                                 tmp_path / "raw_orig", progress=False)
+    kag = flickr8k.import_local(_kaggle_layout(tmp_path / "kag", flickr8k_dir, all_205),
+                                tmp_path / "raw_kag", progress=False)
+    a = (tmp_path / "raw_orig" / "captions.csv").read_bytes()
+    assert a == (tmp_path / "raw_kag" / "captions.csv").read_bytes()
+    rows = _read_csv(tmp_path / "raw_orig" / "captions.csv")
+    assert len(rows) == 5 * 205 and {r[0] for r in rows} == {p.name for p in all_205}
+    assert sorted(p.name for p in (tmp_path / "raw_kag" / "images").iterdir()) == sorted(p.name for p in all_205)
+    assert (tmp_path / "raw_orig" / "images" / all_205[0].name).read_bytes() == all_205[0].read_bytes()
+    assert orig["layout"] == "original" and kag["layout"] == "kaggle"
+    for s in (orig, kag):
+        assert (s["images"], s["captions"], s["missing_images"], s["empty_captions"]) == (205, 1025, [], 0)
+    # The real (full) split lists, restricted to the images we have: 5 train, 200 test, none left out.
+    splits = json.loads((tmp_path / "raw_orig" / "splits.json").read_text())
+    assert [len(splits[k]) for k in ("train", "dev", "test")] == [5, 0, 200]
+    assert orig["no_split_images"] == 0
+    assert kag["no_split_images"] is None and not (tmp_path / "raw_kag" / "splits.json").exists()
+
+
+def test_real_token_file_reports_the_phantom_key(tmp_path, flickr8k_dir, originals, caplog):
+    local = _original_layout(tmp_path / "local", flickr8k_dir, originals, full_text=True,
+                             image_dir="Flickr8k_Dataset")  # the corrected spelling is accepted too
+    with caplog.at_level(logging.WARNING, logger="captioning.flickr8k"):
+        s = flickr8k.import_local(local, tmp_path / "raw", progress=False)
+    assert PHANTOM in s["missing_images"]
+    assert len(s["missing_images"]) == 8092 - 5  # every key but ours (the 8,086 absent images + phantom)
+    assert (s["images"], s["captions"], s["no_split_images"], s["short_captions"]) == (5, 25, 0, 0)
+    # Per-item warnings stop after a few names; the rest are counted (the summary has them all).
+    assert f"and {8087 - flickr8k._LOG_NAMES} more" in caplog.text
+    assert len(_read_csv(tmp_path / "raw" / "captions.csv")) == 25
+
+
+def test_empty_short_and_uncaptioned_are_counted_not_fatal(tmp_path, originals, caplog):
+    local = tmp_path / "local"
+    (local / "Images").mkdir(parents=True)
+    for p in originals:
+        (local / "Images" / p.name).symlink_to(p)
+    a, b = originals[0].name, originals[1].name
+    (local / "captions.txt").write_text(
+        f"image,caption\n{a},A dog runs on grass .\n{a},\n{a},dogs racing\n{b},A child plays .\n"
+        f"{PHANTOM},A phantom caption .\n")
+    with caplog.at_level(logging.WARNING, logger="captioning.flickr8k"):
+        s = flickr8k.import_local(local, tmp_path / "raw", progress=False)
+    assert s["missing_images"] == [PHANTOM] and s["empty_captions"] == 1 and s["short_captions"] == 1
+    assert s["uncaptioned_images"] == 3 and s["images"] == 2 and s["captions"] == 3
+    text = caplog.text
+    assert PHANTOM in text and f"empty caption for {a}" in text
+    assert _read_csv(tmp_path / "raw" / "captions.csv") == [
+        (a, "A dog runs on grass ."), (a, "dogs racing"), (b, "A child plays .")]
+    assert sorted(p.name for p in (tmp_path / "raw" / "images").iterdir()) == sorted([a, b])
+
+
+def test_import_local_refuses_unknown_layouts_and_partial_split_lists(tmp_path, flickr8k_dir, originals):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no Flickr8k copy found"):
+        flickr8k.import_local(tmp_path / "empty", tmp_path / "raw", progress=False)
+    local = _original_layout(tmp_path / "local", flickr8k_dir, originals)
+    (local / "Flickr8k_text" / flickr8k.SPLIT_FILES["dev"]).unlink()
+    with pytest.raises(DataError, match="Flickr_8k.devImages.txt not found"):
+        flickr8k.import_local(local, tmp_path / "raw", progress=False)
+    assert not (tmp_path / "raw").exists()
+
+
+# -----------------------------------------------------------------------------
+# download
+
+def test_download_complete_and_skip_when_present(tmp_path, server):
+    body = bytes(range(256)) * 1000
+    server.files["/f.zip"] = body
+    dest = flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False, chunk=4096)
+    assert dest.read_bytes() == body and not (tmp_path / "f.zip.part").exists()
+    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
+    assert len(server.requests) == 1  # a complete dest needs no network
+
+
+def test_download_resumes_after_a_dropped_connection(tmp_path, server):
+    body = bytes(range(256)) * 4000
+    server.files["/f.zip"] = body
+    server.drops["/f.zip"] = 1
+    dest = flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False, chunk=8192)
+    assert dest.read_bytes() == body
+    assert server.requests == [("/f.zip", None), ("/f.zip", f"bytes={len(body) // 2}-")]
+
+
+def test_download_keeps_part_across_runs_and_resumes(tmp_path, server):
+    body = bytes(range(256)) * 4000
+    server.files["/f.zip"] = body
+    server.drops["/f.zip"] = 1 + flickr8k.RESUME_ATTEMPTS  # every try in this call is cut short
+    with pytest.raises(DataError, match=r"/f\.zip: download interrupted .*rerun to resume"):
+        flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
+    part = tmp_path / "f.zip.part"
+    kept = part.stat().st_size
+    assert len(body) // 2 < kept < len(body) and not (tmp_path / "f.zip").exists()  # each try made progress
+    assert len(server.requests) == 1 + flickr8k.RESUME_ATTEMPTS
+    server.requests.clear()
+    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
+    assert (tmp_path / "f.zip").read_bytes() == body and not part.exists()
+    assert server.requests == [("/f.zip", f"bytes={kept}-")]
+
+
+def test_download_restarts_from_zero_when_server_ignores_range(tmp_path, server):
+    body = b"x" * 50_000
+    server.files["/f.zip"] = body
+    server.ignore_range = True
+    (tmp_path / "f.zip.part").write_bytes(b"stale bytes of something else")
+    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
+    assert (tmp_path / "f.zip").read_bytes() == body
+    assert server.requests[0][1] == "bytes=29-"  # asked to resume, got 200, rewrote cleanly
+
+
+def test_download_stale_part_longer_than_file_starts_over(tmp_path, server):
+    body = b"y" * 1000
+    server.files["/f.zip"] = body
+    (tmp_path / "f.zip.part").write_bytes(b"z" * 5000)
+    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
+    assert (tmp_path / "f.zip").read_bytes() == body
+    assert [r[1] for r in server.requests] == ["bytes=5000-", None]
+
+
+def test_download_404_names_url_and_fix(tmp_path, server):
+    url = server.url("/nope.zip")
+    with pytest.raises(DataError, match=rf"^{re.escape(url)}: HTTP 404 .*data\.flickr8k\.local_dir"):
+        flickr8k.download(url, tmp_path / "nope.zip", progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_download_refused_connection_names_url(tmp_path, closed_port):
+    url = f"http://127.0.0.1:{closed_port}/Flickr8k_Dataset.zip"
+    with pytest.raises(DataError, match=rf"^{re.escape(url)}: cannot connect .*refused"):
+        flickr8k.download(url, tmp_path / "x.zip", progress=False, timeout=5)
+
+
+def test_download_timeout_names_url(tmp_path):
+    with socket.socket() as s:  # accepts connections (kernel backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/slow.zip"
+        with pytest.raises(DataError, match=rf"^{re.escape(url)}: .*(timed out|timeout)"):
+            flickr8k.download(url, tmp_path / "slow.zip", progress=False, timeout=0.2)
+
+
+# -----------------------------------------------------------------------------
+# safe_extract
+
+def _zip_with(tmp_path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("../evil.txt", r"'\.\.' in path"),
+    ("ok/../../evil.txt", r"'\.\.' in path"),
+    ("/tmp/abs_evil.txt", "absolute path"),
+    ("C:\\evil.txt", "absolute path"),
+])
+def test_safe_extract_refuses_escaping_entries(tmp_path, name, reason):
+    zpath = _zip_with(tmp_path, [("Flicker8k_Dataset/a.jpg", b"fine"), (name, b"evil")])
+    out = tmp_path / "sub" / "out"
+    with pytest.raises(DataError, match=rf"entry {re.escape(repr(name))} refused \({reason}\)"):
+        flickr8k.safe_extract(zpath, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["evil.zip"]  # checked before anything is written
+    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/abs_evil.txt").exists()
+
+
+def test_safe_extract_refuses_symlinks_and_bombs(tmp_path):
+    link = zipfile.ZipInfo("Flicker8k_Dataset/link.jpg")
+    link.external_attr = (0o120777 << 16)
+    with pytest.raises(DataError, match="link.jpg' refused \\(symbolic link\\)"):
+        flickr8k.safe_extract(_zip_with(tmp_path, [(link, b"/etc/passwd")]), tmp_path / "out")
+    big = _zip_with(tmp_path, [("a.bin", b"\0" * 600), ("b.bin", b"\0" * 600)])
+    with pytest.raises(DataError, match="'b.bin' takes the uncompressed size past 1000 bytes"):
+        flickr8k.safe_extract(big, tmp_path / "out", max_total_bytes=1000)
+    assert not (tmp_path / "out").exists()
+
+
+def test_safe_extract_all_or_nothing_on_corrupt_member(tmp_path):
+    zpath = _zip_with(tmp_path, [("a.txt", b"a" * 1000), ("b.txt", b"b" * 1000)])
+    data = bytearray(zpath.read_bytes())
+    data[data.index(b"b" * 1000) + 10] = ord("c")  # stored data no longer matches its CRC
+    zpath.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="entry 'b.txt' is corrupt"):
+        flickr8k.safe_extract(zpath, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["evil.zip"]
+
+
+def test_safe_extract_extracts_and_skips_macosx(tmp_path):
+    zpath = _zip_with(tmp_path, [("Flicker8k_Dataset/", b""), ("Flicker8k_Dataset/a.jpg", b"jpg"),
+                                 ("__MACOSX/Flicker8k_Dataset/._a.jpg", b"fork")])
+    out = flickr8k.safe_extract(zpath, tmp_path / "out")
+    assert (out / "Flicker8k_Dataset" / "a.jpg").read_bytes() == b"jpg" and not (out / "__MACOSX").exists()
+
+
+# -----------------------------------------------------------------------------
+# verify_images
+
+def test_verify_default_demands_all_8091(tmp_path, originals):
+    for p in originals:
+        (tmp_path / p.name).symlink_to(p)
+    with pytest.raises(DataError, match=r"missing \(8086 of 8091 expected images are absent"):
+        flickr8k.verify_images(tmp_path)
+    assert flickr8k.verify_images(tmp_path, expected=[p.name for p in originals]) == {"checked": 5, "unlisted": []}
+
+
+def test_verify_names_mismatch_and_unknown(tmp_path, originals, sample_images):
+    (tmp_path / originals[0].name).write_bytes(originals[0].read_bytes()[:-1])
+    with pytest.raises(DataError, match=rf"{re.escape(originals[0].name)}: sha256 mismatch"):
+        flickr8k.verify_images(tmp_path, expected=[originals[0].name])
+    resized = sample_images[0]
+    (tmp_path / resized.name).symlink_to(resized)  # real name, resized bytes: must not pass
+    with pytest.raises(DataError, match=rf"{re.escape(resized.name)}: sha256 mismatch"):
+        flickr8k.verify_images(tmp_path, expected=[resized.name])
+    with pytest.raises(DataError, match="x.jpg: not a Flickr8k image"):
+        flickr8k.verify_images(tmp_path, expected=["x.jpg"])
+
+
+# -----------------------------------------------------------------------------
+# fetch: download -> extract -> verify -> raw dataset
+
+def test_fetch_round_trip_verified(tmp_path, server, flickr8k_dir, originals):
+    names = {p.name for p in originals}
+    server.files["/Flickr8k_Dataset.zip"] = _images_zip(originals)
+    server.files["/Flickr8k_text.zip"] = _text_zip(flickr8k_dir, names)
+    s = flickr8k.fetch(server.url("/Flickr8k_Dataset.zip"), server.url("/Flickr8k_text.zip"),
+                       tmp_path / "download", tmp_path / "raw", progress=False, verify="present")
+    assert (s["images"], s["captions"], s["verify"], s["verified_images"]) == (5, 25, "present", 5)
+    assert (s["missing_images"], s["no_split_images"], s["empty_captions"]) == ([], 0, 0)
+    rows = _read_csv(tmp_path / "raw" / "captions.csv")
+    served = [line.split("\t", 1) for line in _token_lines(flickr8k_dir, names).splitlines()]
+    assert rows == [(key.split("#")[0], caption) for key, caption in served]  # file order, raw text
+    assert {n: sum(r[0] == n for r in rows) for n in names} == {n: 5 for n in names}
+    assert json.loads((tmp_path / "raw" / "splits.json").read_text()) == {
+        "train": [n for n in _split_text(flickr8k_dir, "train", names).split()], "dev": [], "test": []}
+    assert sorted(p.name for p in (tmp_path / "raw" / "images").iterdir()) == sorted(names)
+    # The zips stay as the cache; the extracted copy is gone.
+    assert sorted(p.name for p in (tmp_path / "download").iterdir()) == ["Flickr8k_Dataset.zip", "Flickr8k_text.zip"]
+
+
+def test_fetch_205_images_unverified_with_full_split_lists(tmp_path, server, flickr8k_dir, all_205):
+    names = {p.name for p in all_205}
+    server.files["/img.zip"] = _images_zip(all_205)
+    server.files["/txt.zip"] = _text_zip(flickr8k_dir, names, filter_splits=False)
+    s = flickr8k.fetch(server.url("/img.zip"), server.url("/txt.zip"), tmp_path / "dl", tmp_path / "raw",
+                       progress=False, verify=False)
+    assert (s["images"], s["captions"], s["verify"], s["verified_images"]) == (205, 1025, False, 0)
+    splits = json.loads((tmp_path / "raw" / "splits.json").read_text())
+    assert splits["test"] == _split_text(flickr8k_dir, "test", None).split()[:200]
+    assert len(splits["train"]) == 5 and splits["dev"] == []
+    rows = _read_csv(tmp_path / "raw" / "captions.csv")
+    assert len(rows) == 1025 and {r[0] for r in rows} == names
+    # The resized images are real names with wrong bytes: the production check refuses them.
+    with pytest.raises(DataError, match="sha256 mismatch"):
+        flickr8k.fetch(server.url("/img.zip"), server.url("/txt.zip"), tmp_path / "dl", tmp_path / "raw2",
+                       progress=False, verify="present")
+
+
+def test_fetch_corrupted_image_names_it_and_writes_nothing(tmp_path, server, flickr8k_dir, originals):
+    bad = originals[2].name
+    server.files["/Flickr8k_Dataset.zip"] = _images_zip(originals, corrupt=bad)
+    server.files["/Flickr8k_text.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals})
+    out = tmp_path / "raw"
+    (out / "images").mkdir(parents=True)  # an earlier good output must survive a failed run
+    (out / "captions.csv").write_text("image,caption\n")
+    with pytest.raises(DataError, match=rf"Flicker8k_Dataset/{re.escape(bad)}: sha256 mismatch.*Flickr8k_Dataset\.zip"):
+        flickr8k.fetch(server.url("/Flickr8k_Dataset.zip"), server.url("/Flickr8k_text.zip"),
+                       tmp_path / "download", out, progress=False, verify="present")
+    assert sorted(p.name for p in out.iterdir()) == ["captions.csv", "images"]
+    assert not list((out / "images").iterdir()) and (out / "captions.csv").read_text() == "image,caption\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["download", "raw"]
+    assert sorted(p.name for p in (tmp_path / "download").iterdir()) == ["Flickr8k_Dataset.zip", "Flickr8k_text.zip"]
+
+
+def test_fetch_production_default_demands_all_images(tmp_path, server, flickr8k_dir, originals):
+    server.files["/i.zip"] = _images_zip(originals)
+    server.files["/t.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals})
+    with pytest.raises(DataError, match=r"8086 of 8091 expected images are absent"):
+        flickr8k.fetch(server.url("/i.zip"), server.url("/t.zip"), tmp_path / "dl", tmp_path / "raw", progress=False)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_fetch_text_archive_missing_a_split_list(tmp_path, server, flickr8k_dir, originals):
+    server.files["/i.zip"] = _images_zip(originals)
+    server.files["/t.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals}, leave_out="Flickr_8k.testImages.txt")
+    with pytest.raises(DataError, match="Flickr_8k.testImages.txt not found"):
+        flickr8k.fetch(server.url("/i.zip"), server.url("/t.zip"), tmp_path / "dl", tmp_path / "raw",
+                       progress=False, verify="present")
+    server.files["/t2.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals}, leave_out=flickr8k.TOKEN_FILE)
+    with pytest.raises(DataError, match="Flickr8k.token.txt not found"):
+        flickr8k.fetch(server.url("/i.zip"), server.url("/t2.zip"), tmp_path / "dl", tmp_path / "raw",
+                       progress=False, verify="present")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_fetch_zip_slip_in_served_archive(tmp_path, server, flickr8k_dir, originals):
+    server.files["/i.zip"] = _images_zip(originals, extra={"../evil.txt": b"evil"})
+    server.files["/t.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals})
+    with pytest.raises(DataError, match=r"'\.\./evil\.txt' refused"):
+        flickr8k.fetch(server.url("/i.zip"), server.url("/t.zip"), tmp_path / "dl", tmp_path / "raw",
+                       progress=False, verify="present")
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "raw").exists()
