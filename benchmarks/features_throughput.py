@@ -1,0 +1,65 @@
+"""Features stage throughput vs ResNet50's bare forward pass, measured in one run.
+
+The target: the whole stage (JPEG decode + resize in tf.data, forward pass, copying out) reaches at
+least 90% of the images/s of the forward pass alone on random tensors of the same batch size.
+Images: the real Flickr8k samples (224x224 JPEGs) when ../shared is present, and generated shapes.
+
+    python benchmarks/features_throughput.py [--images 256] [--batch-size 32] [--image-size 224]
+"""
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from captioning import shapes
+from captioning.features import EncoderSpec, build_encoder, extract, preprocess
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/flickr8k/images_sample/resized224_test"
+
+
+def bare_forward(encoder, n: int, batch_size: int, size: int) -> float:
+    forward = tf.function(lambda x: encoder(preprocess(x), training=False))
+    batch = tf.random.uniform((batch_size, size, size, 3), 0, 255, seed=0)
+    forward(batch).numpy()  # trace and warm up
+    start = time.perf_counter()
+    for _ in range(n // batch_size):
+        forward(batch).numpy()
+    return (n // batch_size) * batch_size / (time.perf_counter() - start)
+
+
+def stage(encoder, paths: list[Path], batch_size: int, size: int) -> float:
+    extract(encoder, paths[:batch_size], size, batch_size, progress=False)  # warm up
+    start = time.perf_counter()
+    extract(encoder, paths, size, batch_size, progress=False)
+    return len(paths) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224)
+    args = parser.parse_args()
+    encoder = build_encoder(EncoderSpec(weights="none", image_size=args.image_size))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shapes.generate(Path(tmp) / "raw", num_images=args.images, seed=0, progress=False)
+        sets = {"shapes (200-500 px JPEGs)": sorted((Path(tmp) / "raw/images").glob("*.jpg"))}
+        if SAMPLES.exists():
+            real = sorted(SAMPLES.glob("*.jpg"))
+            sets["flickr8k samples (224 px JPEGs)"] = (real * (args.images // len(real) + 1))[: args.images]
+        bare = bare_forward(encoder, args.images, args.batch_size, args.image_size)
+        print(f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {args.images} images, "
+              f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
+        print(f"{'bare ResNet50 forward (random tensors)':40s} {bare:7.1f} img/s")
+        for name, paths in sets.items():
+            rate = stage(encoder, paths, args.batch_size, args.image_size)
+            print(f"{'features stage, ' + name:40s} {rate:7.1f} img/s  ratio {rate / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning.features import EncoderSpec, build_encoder, extract, load_features, load_image, save_features
+from captioning.io import DataError
+
+
+@pytest.fixture()
+def odd_images(tmp_path, sample_images):
+    """Every kind of bad or unusual image a real folder holds, made from a real Flickr8k photo."""
+    real = Image.open(sample_images[0])
+    real.convert("L").save(tmp_path / "gray.jpg")
+    real.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    real.convert("RGBA").save(tmp_path / "rgba.png")
+    data = sample_images[1].read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (tmp_path / "text.jpg").write_text("this is not an image\n")
+    return tmp_path
+
+
+def test_load_image_converts_every_colour_mode_to_rgb(odd_images):
+    for name in ("gray.jpg", "cmyk.jpg", "rgba.png"):
+        img = load_image(odd_images / name, 64)
+        assert img.shape == (64, 64, 3) and img.dtype == np.float32
+        assert 0 <= img.min() and img.max() <= 255 and img.std() > 1
+
+
+@pytest.mark.parametrize("name", ["truncated.jpg", "text.jpg", "missing.jpg"])
+def test_load_image_names_the_bad_file(odd_images, name):
+    with pytest.raises(DataError, match=name):
+        load_image(odd_images / name, 64)
+
+
+def test_extract_skips_bad_images_and_keeps_order(odd_images, sample_images):
+    paths = [sample_images[2], odd_images / "truncated.jpg", odd_images / "gray.jpg", odd_images / "text.jpg",
+             odd_images / "nope.jpg", sample_images[3]]
+    encoder = build_encoder(EncoderSpec(weights="none", image_size=64, seed=1))
+    with pytest.warns(UserWarning, match="truncated.jpg"):
+        result = extract(encoder, paths, 64, batch_size=2, progress=False)
+    assert result.names == [sample_images[2].name, "gray.jpg", sample_images[3].name]
+    assert set(result.skipped) == {"truncated.jpg", "text.jpg", "nope.jpg"}
+    assert result.features.shape == (3, 2048) and np.isfinite(result.features).all()
+    # Different photos, different features.
+    assert not np.allclose(result.features[0], result.features[2])
+
+
+def test_seeded_random_encoder_is_reproducible_and_saved_weights_are_identical(tmp_path, sample_images):
+    spec = EncoderSpec(weights="none", image_size=32, seed=7)
+    a = build_encoder(spec)
+    batch = np.stack([load_image(p, 32) for p in sample_images[:2]])
+    fa = np.asarray(a(batch))
+    a.save_weights(tmp_path / "encoder.weights.h5")
+    reloaded = build_encoder(spec, weights_file=tmp_path / "encoder.weights.h5")
+    np.testing.assert_array_equal(fa, np.asarray(reloaded(batch)))
+    np.testing.assert_allclose(fa, np.asarray(build_encoder(spec)(batch)), rtol=1e-5)  # same seed
+    other = build_encoder(EncoderSpec(weights="none", image_size=32, seed=8))
+    assert not np.allclose(fa, np.asarray(other(batch)))
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="features.weights=.*no such weights file"):
+        build_encoder(EncoderSpec(weights=str(tmp_path / "nope.h5"), image_size=32))
+
+
+def test_features_round_trip_without_pickle(tmp_path):
+    from captioning.features import ExtractionResult
+
+    result = ExtractionResult(["a.jpg", "b.jpg"], np.arange(4096, dtype=np.float32).reshape(2, 2048))
+    save_features(tmp_path, result)
+    names, feats = load_features(tmp_path)
+    assert names == ["a.jpg", "b.jpg"] and np.array_equal(feats, result.features)

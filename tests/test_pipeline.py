@@ -1,0 +1,114 @@
+"""End to end: `dvc repro` on tiny params in a temporary clone of this repository."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data.shapes.num_images": 40,
+    "features.image_size": 64,
+    "features.batch_size": 16,
+    "model.units": 32,
+    "model.embedding_dim": 16,
+    "train.epochs": 2,
+    "train.batch_size": 64,
+    "evaluate.num_samples": 5,
+}
+
+
+def set_param(params: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        params = params[key]
+    params[leaf] = value
+
+
+def clone(dest: Path, overrides: dict) -> Path:
+    """A git repo holding this working tree's files (committed or not, never ignored ones)."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, check=True, capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for key, value in overrides.items():
+        set_param(params, key, value)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for metrics in (dest / "metrics").glob("*"):
+        metrics.unlink()  # outputs of the last real run: the clone must make its own
+    git = lambda *a: subprocess.run(["git", *a], cwd=dest, check=True, capture_output=True)
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    return dest
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory) -> Path:
+    repo = clone(tmp_path_factory.mktemp("clone"), TINY)
+    dvc(repo, "repro")
+    return repo
+
+
+def test_repro_produces_every_output(tiny_repo):
+    for path in ["data/raw/captions.csv", "data/raw/scenes.json", "data/features/features.npy",
+                 "data/clean/captions.csv", "data/split.json", "data/tokens/train.npz", "models/vocab.json",
+                 "models/model.keras", "models/encoder.weights.h5", "models/encoder.json",
+                 "metrics/history.csv", "metrics/train.json", "reports/samples.json", "mlflow.db"]:
+        assert (tiny_repo / path).exists(), path
+    scores = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    for key in ["bleu1", "bleu2", "bleu3", "bleu4", "human_bleu1", "human_bleu4", "attribute_accuracy"]:
+        assert 0.0 <= scores[key] <= 1.0, key
+    assert scores["test_images"] == 4  # 10% of 40
+    samples = json.loads((tiny_repo / "reports/samples.json").read_text())
+    assert len(samples) == 4 and all(len(s["references"]) == 5 for s in samples)
+
+
+def test_second_repro_does_nothing(tiny_repo):
+    out = dvc(tiny_repo, "repro")
+    assert "Running stage" not in out
+    assert "up to date" in dvc(tiny_repo, "status")
+
+
+def test_changing_epochs_reruns_only_train_and_evaluate(tiny_repo):
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    params["train"]["epochs"] = 1
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(tiny_repo, "repro")
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train", "evaluate"}
+    assert json.loads((tiny_repo / "metrics/train.json").read_text())["epochs"] == 1
+
+
+def test_caption_command_uses_the_trained_model(tiny_repo, sample_images):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    image = tiny_repo / "data/raw/images" / json.loads((tiny_repo / "data/split.json").read_text())["test"][0]
+    proc = subprocess.run([sys.executable, "-m", "captioning", "caption", str(image), str(sample_images[0]),
+                           "/nonexistent.jpg", "--json"], cwd=tiny_repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1  # one image was missing
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(image), str(sample_images[0])]
+    # Same encoder weights, same preprocessing: the test image gets the caption evaluate gave it.
+    samples = {s["image"]: s["prediction"] for s in json.loads((tiny_repo / "reports/samples.json").read_text())}
+    assert lines[0]["caption"] == samples[image.name]
+    assert isinstance(lines[1]["caption"], str)
+    assert "/nonexistent.jpg" in proc.stderr and proc.stderr.count("\n") == 1
