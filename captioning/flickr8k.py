@@ -259,17 +259,21 @@ def find_layout(local_dir: str | Path) -> Layout:
 # -----------------------------------------------------------------------------
 # Writing the raw dataset.
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    # A hard link costs no space or time for 1 GB of JPEGs; other file systems, or files we may
-    # not link (protected_hardlinks on read-only files of another user), get a plain copy.
-    try:
-        os.link(src, dst)
-    except OSError:
+def _place(src: Path, dst: Path, move: bool) -> None:
+    # A copy, never a hard link: DVC makes its cache files read-only, and through a shared inode
+    # that would turn the user's own copy read-only too. Files of our own temporary extraction
+    # (fetch) are moved instead, which costs nothing on the same file system.
+    if move:
+        shutil.move(src, dst)
+    else:
         shutil.copyfile(src, dst)
 
 
-def import_layout(layout: Layout, out_dir: str | Path, progress: bool = True) -> dict:
-    """Write the raw dataset from a located copy; see `import_local` for the summary."""
+def import_layout(layout: Layout, out_dir: str | Path, progress: bool = True, move: bool = False) -> dict:
+    """Write the raw dataset from a located copy; see `import_local` for the summary.
+
+    move=True moves the images out of layout.images_dir (only for a temporary copy we own).
+    """
     rows = (read_token_file(layout.captions) if layout.kind == "original"
             else read_kaggle_captions(layout.captions))
     with os.scandir(layout.images_dir) as it:
@@ -312,7 +316,7 @@ def import_layout(layout: Layout, out_dir: str | Path, progress: bool = True) ->
     with atomic_path(out_dir) as tmp:
         (tmp / "images").mkdir(parents=True)
         for name in tqdm(images, desc="import images", unit="img", disable=not progress):
-            _link_or_copy(layout.images_dir / name, tmp / "images" / name)
+            _place(layout.images_dir / name, tmp / "images" / name, move)
         with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(["image", "caption"])
@@ -335,7 +339,7 @@ def import_layout(layout: Layout, out_dir: str | Path, progress: bool = True) ->
 def import_local(local_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
     """Import an already downloaded Flickr8k copy (original or Kaggle layout) into `out_dir`.
 
-    Writes out_dir/images/*.jpg (hard links when possible), captions.csv and, when the three
+    Writes out_dir/images/*.jpg (copies: the user's files stay untouched), captions.csv and, when the three
     official split lists are there, splits.json; the whole directory appears in one rename.
     Summary: layout, images, captions (written), missing_images (caption keys without an image,
     e.g. the phantom 2258277193_586949ec62.jpg.1), uncaptioned_images, no_split_images (None
@@ -581,8 +585,8 @@ def fetch(images_url: str = IMAGES_URL, text_url: str = TEXT_URL, cache_dir: str
         shutil.rmtree(stale, ignore_errors=True)
     images_zip = download(images_url, cache_dir / _zip_name(images_url, "Flickr8k_Dataset.zip"), progress)
     text_zip = download(text_url, cache_dir / _zip_name(text_url, "Flickr8k_text.zip"), progress)
-    # Extract inside cache_dir (same file system as data/ usually, so import can hard-link); the
-    # extracted copy is temporary: the zips are the cache.
+    # Extract inside cache_dir (same file system as data/ usually, so import can move the images);
+    # the extracted copy is temporary: the zips are the cache.
     with tempfile.TemporaryDirectory(prefix=".extract.", dir=cache_dir) as tmp:
         text = check_text_dir(safe_extract(text_zip, Path(tmp) / "text", max_total_bytes))
         images_root = safe_extract(images_zip, Path(tmp) / "images", max_total_bytes)
@@ -597,5 +601,23 @@ def fetch(images_url: str = IMAGES_URL, text_url: str = TEXT_URL, cache_dir: str
             except DataError as e:
                 raise DataError(f"{e} (archive: {images_zip})") from None
         layout = Layout("original", images_dir, text["token"], {s: text[s] for s in SPLIT_FILES})
-        summary = import_layout(layout, out_dir, progress)
+        summary = import_layout(layout, out_dir, progress, move=True)
     return {**summary, "verify": verify, "verified_images": checked}
+
+
+def data_metrics(summary: Mapping) -> dict:
+    """The import/fetch summary as metrics/data.json wants it: numbers, not name lists.
+
+    A partial local copy misses thousands of images; their names belong in the log, not in a
+    metrics file DVC diffs. Lists become counts, plus a few example names (the phantom key
+    2258277193_586949ec62.jpg.1 is the one example on a complete copy).
+    """
+    out: dict = {}
+    for key, value in summary.items():
+        if isinstance(value, (list, tuple)):
+            out[key] = len(value)
+            if value:
+                out[f"{key}_examples"] = list(value[:_LOG_NAMES])
+        else:
+            out[key] = value
+    return out

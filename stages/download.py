@@ -22,7 +22,14 @@ def main() -> None:
         if cfg.get("local_dir"):
             summary = flickr8k.import_local(cfg["local_dir"], OUT)
         else:
-            summary = flickr8k.fetch(cfg["images_url"], cfg["text_url"], Path("data/download"), OUT)
+            # verify: all (default) demands all 8,091 sha256-listed JPEGs; present / none are for
+            # test archives and resized copies only.
+            verify = cfg.get("verify", "all")
+            if verify not in ("all", "present", "none"):
+                raise SystemExit(f"params.yaml data.flickr8k.verify={verify!r}: use all, present or none")
+            summary = flickr8k.fetch(cfg["images_url"], cfg["text_url"], Path("data/download"), OUT,
+                                     verify=False if verify == "none" else verify)
+        summary = flickr8k.data_metrics(summary)
     else:
         raise SystemExit(f"params.yaml data.dataset={data['dataset']!r}: use shapes or flickr8k")
     write_json("metrics/data.json", {"dataset": data["dataset"], **summary})

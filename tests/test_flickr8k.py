@@ -1,6 +1,6 @@
 """Flickr8k import / download / extract / verify, on the real Flickr8k files in ../shared.
 
-A local HTTP server (127.0.0.1, port 0) serves zips built here from the real sample JPEGs and the
+A local HTTP server (127.0.0.1, port 0; conftest's `server`) serves zips built here from the real sample JPEGs and the
 real text files, so the whole download path runs offline. The 5 images in images_sample/original
 are unmodified (their sha256 is in the packaged list); the 200 resized ones are real content but
 do not match, so they are only used where verification is explicitly off.
@@ -14,9 +14,7 @@ import json
 import logging
 import re
 import socket
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -90,69 +88,6 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
         rows = list(csv.reader(f))
     assert rows[0] == ["image", "caption"]
     return [tuple(r) for r in rows[1:]]
-
-
-# -----------------------------------------------------------------------------
-# Test HTTP server: Range requests, one-off dropped connections, 404 for unknown paths.
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        srv = self.server
-        rng = self.headers.get("Range")
-        srv.requests.append((self.path, rng))
-        body = srv.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        start = 0
-        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if m and not srv.ignore_range:
-            start = int(m[1])
-            if start >= len(body):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        payload = body[start:]
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if srv.drops.get(self.path, 0) > 0:  # announce everything, send half, hang up
-            srv.drops[self.path] -= 1
-            self.wfile.write(payload[: len(payload) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(payload)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.requests, srv.drops, srv.ignore_range = {}, [], {}, False
-    srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed on exit: connecting is refused
 
 
 # -----------------------------------------------------------------------------
@@ -265,6 +200,44 @@ def test_real_token_file_reports_the_phantom_key(tmp_path, flickr8k_dir, origina
     # Per-item warnings stop after a few names; the rest are counted (the summary has them all).
     assert f"and {8087 - flickr8k._LOG_NAMES} more" in caplog.text
     assert len(_read_csv(tmp_path / "raw" / "captions.csv")) == 25
+
+
+def test_real_quirks_are_counted_for_metrics(tmp_path, flickr8k_dir):
+    """The full real token file and split lists against all 8,091 image names (empty stand-ins:
+    import never decodes images), as metrics/data.json reports them."""
+    local = tmp_path / "local"
+    (local / "Flicker8k_Dataset").mkdir(parents=True)
+    for name in flickr8k.read_sha256_list():
+        (local / "Flicker8k_Dataset" / name).touch()
+    for fname in (flickr8k.TOKEN_FILE, *flickr8k.SPLIT_FILES.values()):
+        (local / fname).symlink_to(flickr8k_dir / fname)
+    metrics = flickr8k.data_metrics(flickr8k.import_local(local, tmp_path / "raw", progress=False))
+    assert metrics == {"layout": "original", "images": 8091, "captions": 40455, "missing_images": 1,
+                       "missing_images_examples": [PHANTOM], "uncaptioned_images": 0, "no_split_images": 91,
+                       "short_captions": 17, "empty_captions": 0}
+    splits = json.loads((tmp_path / "raw" / "splits.json").read_text())
+    assert [len(splits[k]) for k in ("train", "dev", "test")] == [6000, 1000, 1000]
+
+
+def test_metrics_count_long_name_lists(tmp_path, flickr8k_dir, originals):
+    local = _original_layout(tmp_path / "local", flickr8k_dir, originals, full_text=True)
+    metrics = flickr8k.data_metrics(flickr8k.import_local(local, tmp_path / "raw", progress=False))
+    assert metrics["missing_images"] == 8087 and len(metrics["missing_images_examples"]) == flickr8k._LOG_NAMES
+    assert json.loads(json.dumps(metrics)) == metrics and len(json.dumps(metrics)) < 1000
+
+
+def test_import_local_copies_so_the_users_files_stay_writable(tmp_path, originals):
+    local = tmp_path / "local"
+    (local / "Images").mkdir(parents=True)
+    for p in originals:
+        (local / "Images" / p.name).write_bytes(p.read_bytes())  # the user's own files: linkable
+    (local / "captions.txt").write_text(f"image,caption\n{originals[0].name},A dog runs .\n")
+    flickr8k.import_local(local, tmp_path / "raw", progress=False)
+    src, dst = local / "Images" / originals[0].name, tmp_path / "raw" / "images" / originals[0].name
+    assert dst.read_bytes() == src.read_bytes()
+    assert dst.stat().st_ino != src.stat().st_ino and src.stat().st_nlink == 1
+    dst.chmod(0o444)  # what DVC does to its cache files
+    assert src.stat().st_mode & 0o200
 
 
 def test_empty_short_and_uncaptioned_are_counted_not_fatal(tmp_path, originals, caplog):
