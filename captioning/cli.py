@@ -16,11 +16,12 @@ import numpy as np
 from captioning.io import DataError
 
 
-def caption_images(paths: list[str], model_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+def caption_images(paths: list[str], model_dir: Path, beam_size: int = 1,
+                   length_penalty: float = 0.0) -> tuple[dict[str, str], dict[str, str]]:
     """Captions for every readable image, and the errors (path -> message) for the others."""
     import keras
 
-    from captioning.decoding import greedy_decode
+    from captioning.decoding import decode
     from captioning.features import EncoderSpec, build_encoder, load_image, preprocess
     from captioning.io import read_json
     from captioning.text import Vocabulary
@@ -41,7 +42,7 @@ def caption_images(paths: list[str], model_dir: Path) -> tuple[dict[str, str], d
     feats = np.asarray(encoder(preprocess(np.stack(list(images.values()))), training=False))
     model = keras.models.load_model(model_dir / "model.keras")
     vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
-    words = greedy_decode(model, feats, vocab)
+    words = decode(model, feats, vocab, beam_size, length_penalty)
     return {path: " ".join(w) for path, w in zip(images, words)}, errors
 
 
@@ -52,10 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     cap.add_argument("--model", type=Path, default=Path("models"), help="directory of the trained model")
     cap.add_argument("--json", action="store_true", help="JSON lines with image and caption")
+    # Decode as the evaluate stage does: its settings from ./params.yaml when run in the project.
+    decoding = _evaluate_params()
+    cap.add_argument("--beam-size", type=int, default=decoding.get("beam_size", 1), help="1 = greedy")
+    cap.add_argument("--length-penalty", type=float, default=decoding.get("length_penalty", 0.0),
+                     help="beam score = sum log p / length ** this")
     args = parser.parse_args(argv)
 
     try:
-        captions, errors = caption_images(args.images, args.model)
+        captions, errors = caption_images(args.images, args.model, args.beam_size, args.length_penalty)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -67,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{path}\t{captions[path]}")
     return 1 if errors else 0
+
+
+def _evaluate_params() -> dict:
+    import yaml
+
+    from captioning.io import load_params
+
+    try:
+        return load_params().get("evaluate") or {}
+    except (OSError, AttributeError, yaml.YAMLError):  # not in the project directory (or an unrelated params.yaml)
+        return {}
 
 
 if __name__ == "__main__":

@@ -1,14 +1,49 @@
-"""Turning next-word probabilities into captions.
+"""Turning next-word probabilities into captions: greedy and beam search, batched over images.
 
-Greedy decoding, batched over images: every step feeds all unfinished captions through the model
-at once, so a test set of hundreds of images costs max_length model calls, not hundreds of times that.
+Both decoders talk to the model through one small step interface, `next_word_probs`, so they work
+for any architecture that maps (image features, caption tokens so far, zero-padded to max_length)
+to either
+  - next-word probabilities (n, vocab)                   e.g. merge_bilstm, or
+  - probabilities at every position (n, max_length, vocab), the word at step t read at t - 1,
+    e.g. a teacher-forced decoder such as soft_attention.
+
+Every step feeds all unfinished captions of all images (all their beams) through the model at once,
+so a test set of hundreds of images costs max_length model calls, not hundreds of times that.
+
+Beam search, in the usual (fairseq-style) form:
+  - score = sum of log-probabilities / length ** length_penalty, with length the number of generated
+    tokens, end token included (plain length normalisation, not GNMT's ((5 + len) / 6) ** alpha).
+    0 ranks by raw probability (favours short captions), 1 by the mean log-probability per word.
+    Live beams all have the same length, so the penalty only matters between finished captions.
+  - each step keeps the 2k best extensions; an end token among the top k finishes a caption, the
+    best k that don't end stay live. An image is done when it has k finished captions, or when no
+    live beam can still beat its best finished one (exact: more words only lower the log-probability).
+  - a hard max length (vocab.max_length tokens, start included); an image whose beams never reach the
+    end token returns its best unfinished beam instead of nothing.
+At beam size 1 this is exactly greedy decoding.
 """
 
 from __future__ import annotations
 
+import functools
+
+import keras
 import numpy as np
+import tensorflow as tf
 
 from captioning.text import END, START, Vocabulary
+
+
+def decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 1, length_penalty: float = 0.0,
+           batch_size: int = 256) -> list[list[str]]:
+    """Captions (words, without start/end tokens) by greedy decoding at beam size 1, else beam search."""
+    if beam_size < 1:
+        raise ValueError(f"evaluate.beam_size must be >= 1, got {beam_size}")
+    if length_penalty < 0:
+        raise ValueError(f"evaluate.length_penalty must be >= 0, got {length_penalty}")
+    if beam_size == 1:
+        return greedy_decode(model, features, vocab, batch_size)
+    return beam_decode(model, features, vocab, beam_size, length_penalty, batch_size)
 
 
 def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: int = 256) -> list[list[str]]:
@@ -26,7 +61,7 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
         todo = np.flatnonzero(~done)
         if todo.size == 0:
             break
-        probs = predict(model, features[todo], prefixes[todo], batch_size)
+        probs = next_word_probs(model, features[todo], prefixes[todo], step, batch_size)
         probs[:, 0] = 0.0  # never emit padding
         words = probs.argmax(axis=1)
         prefixes[todo, step] = words
@@ -34,11 +69,91 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
     return [_words(row, vocab, end) for row in prefixes]
 
 
-def predict(model, features: np.ndarray, prefixes: np.ndarray, batch_size: int) -> np.ndarray:
-    """Next-word probabilities for many (image, prefix) pairs, in batches, without Keras' fit-time overhead."""
-    out = [np.asarray(model([features[i:i + batch_size], prefixes[i:i + batch_size]], training=False))
-           for i in range(0, len(features), batch_size)]
+def beam_decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 3, length_penalty: float = 0.0,
+                batch_size: int = 256) -> list[list[str]]:
+    """The caption with the best length-normalised log-probability found by beam search (see module doc)."""
+    index = vocab.index
+    start, end = index[START], index[END]
+    n, length, k = len(features), vocab.max_length, beam_size
+    seqs = np.zeros((n, k, length), dtype=np.int32)  # live beams: start token, words so far, zeros
+    seqs[:, :, 0] = start
+    scores = np.full((n, k), -np.inf)  # sum of log-probabilities of each live beam
+    scores[:, 0] = 0.0  # one real beam to start with, so the first step doesn't pick k copies
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]  # (normalised score, word ids)
+    active = np.ones(n, dtype=bool)
+
+    def normalised(score: float, tokens: int) -> float:
+        return score / tokens ** length_penalty
+
+    for step in range(1, length):
+        todo = np.flatnonzero(active)
+        if todo.size == 0:
+            break
+        probs = next_word_probs(model, np.repeat(features[todo], k, axis=0),
+                                seqs[todo].reshape(-1, length), step, batch_size)
+        with np.errstate(divide="ignore"):
+            logp = np.log(probs.astype(np.float64))
+        logp[:, 0] = -np.inf  # never emit padding
+        vocab_size = logp.shape[1]
+        candidates = (scores[todo][:, :, None] + logp.reshape(len(todo), k, vocab_size)).reshape(len(todo), -1)
+        best = np.argpartition(-candidates, 2 * k - 1, axis=1)[:, : 2 * k] if candidates.shape[1] > 2 * k \
+            else np.tile(np.arange(candidates.shape[1]), (len(todo), 1))
+        for row, image in enumerate(todo):
+            order = best[row][np.argsort(-candidates[row, best[row]], kind="stable")]
+            live_seqs, live_scores = [], []
+            for rank, flat in enumerate(order):
+                score = candidates[row, flat]
+                if score == -np.inf:
+                    break
+                beam, word = divmod(int(flat), vocab_size)
+                if word == end:
+                    if rank < k:  # only an end among the k best counts, as if the beam were k wide
+                        finished[image].append((normalised(score, step), seqs[image, beam, 1:step].tolist()))
+                elif len(live_seqs) < k:
+                    live_seqs.append(np.concatenate([seqs[image, beam, :step], [word], seqs[image, beam, step + 1:]]))
+                    live_scores.append(score)
+            if live_seqs:  # keep the old beams if nothing could be extended (a degenerate model)
+                seqs[image, : len(live_seqs)] = live_seqs
+                scores[image] = -np.inf
+                scores[image, : len(live_scores)] = live_scores
+            if finished[image] and (len(finished[image]) >= k or not live_seqs or max(f[0] for f in finished[image])
+                                    >= normalised(scores[image].max(), length - 1)):
+                active[image] = False
+
+    out = []
+    for image in range(n):
+        if finished[image]:
+            ids = max(finished[image], key=lambda f: f[0])[1]
+        else:  # no beam reached the end token within max_length: the best unfinished one
+            ids = seqs[image, int(scores[image].argmax()), 1:].tolist()
+        out.append(_words(np.asarray([start, *ids]), vocab, end))
+    return out
+
+
+def next_word_probs(model, features: np.ndarray, prefixes: np.ndarray, step: int, batch_size: int = 256) -> np.ndarray:
+    """(n, vocab) probabilities of the word at position `step` given the tokens before it.
+
+    `prefixes` holds the start token and the words so far, zero-padded to max_length. A model that
+    predicts every position at once (3-D output) has the prediction for step t at position t - 1;
+    it is sliced batch by batch, so the full (n, max_length, vocab) array never exists.
+    Batched without Keras' fit-time overhead (a direct call, not model.predict).
+    """
+    call = _compiled(model) if isinstance(model, keras.Model) else lambda f, p: model([f, p], training=False)
+    out = []
+    for i in range(0, len(features), batch_size):
+        probs = np.asarray(call(features[i:i + batch_size], prefixes[i:i + batch_size]))
+        out.append(probs[:, step - 1] if probs.ndim == 3 else probs)
     return np.concatenate(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled(model: keras.Model):
+    """The model's forward pass as a graph: an eager Keras call costs ~25x more for one image and ~3x
+    for a batch of 600 (benchmarks/decoding.py). reduce_retracing: one trace serves every batch size."""
+    def forward(features, prefixes):
+        return model([features, prefixes], training=False)
+
+    return tf.function(forward, reduce_retracing=True, autograph=False)
 
 
 def _words(ids: np.ndarray, vocab: Vocabulary, end: int) -> list[str]:

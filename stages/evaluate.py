@@ -1,4 +1,4 @@
-"""Stage 7: caption the test images greedily and score them (BLEU, human ceiling, attributes)."""
+"""Stage 7: caption the test images (greedy or beam search) and score them (BLEU, METEOR, CIDEr, ...)."""
 
 from collections import defaultdict
 from pathlib import Path
@@ -7,10 +7,10 @@ import keras
 import mlflow
 
 from captioning import tracking
-from captioning.decoding import greedy_decode
+from captioning.decoding import decode
 from captioning.features import load_features
 from captioning.io import load_params, read_captions, read_json, write_json
-from captioning.metrics import attribute_accuracy, bleu, human_bleu
+from captioning.metrics import attribute_accuracy, bleu, coco_scores, human_bleu
 from captioning.text import Vocabulary, strip_tokens
 
 
@@ -26,14 +26,15 @@ def main() -> None:
     for image, caption in read_captions("data/clean/captions.csv"):
         references[image].append(strip_tokens(caption))
 
-    predicted = greedy_decode(model, feats[[rows[i] for i in test]], vocab, cfg["batch_size"])
+    predicted = decode(model, feats[[rows[i] for i in test]], vocab, cfg["beam_size"], cfg["length_penalty"],
+                       cfg["batch_size"])
     refs = [references[i] for i in test]
-    scores = {**bleu(refs, predicted), **human_bleu(refs)}
+    scores = {**bleu(refs, predicted), **coco_scores(refs, predicted), **human_bleu(refs)}
     captions = {image: " ".join(words) for image, words in zip(test, predicted)}
     if Path("data/raw/scenes.json").exists():  # the generated dataset knows what is in each image
         scores["attribute_accuracy"] = attribute_accuracy(captions, read_json("data/raw/scenes.json"))
     scores = {k: round(v, 4) for k, v in scores.items()}
-    scores["test_images"] = len(test)
+    scores.update(test_images=len(test), beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"])
 
     samples = [{"image": image, "prediction": captions[image],
                 "references": [" ".join(r) for r in references[image]]} for image in test[: cfg["num_samples"]]]

@@ -76,8 +76,11 @@ def test_repro_produces_every_output(tiny_repo):
                  "metrics/history.csv", "metrics/train.json", "reports/samples.json", "mlflow.db"]:
         assert (tiny_repo / path).exists(), path
     scores = json.loads((tiny_repo / "metrics/eval.json").read_text())
-    for key in ["bleu1", "bleu2", "bleu3", "bleu4", "human_bleu1", "human_bleu4", "attribute_accuracy"]:
+    for key in ["bleu1", "bleu2", "bleu3", "bleu4", "human_bleu1", "human_bleu4", "attribute_accuracy",
+                "meteor", "rouge_l", "coco_bleu4"]:
         assert 0.0 <= scores[key] <= 1.0, key
+    assert scores["cider"] >= 0.0  # CIDEr-D is not bounded by 1
+    assert (scores["beam_size"], scores["length_penalty"]) == (3, 0.7)  # the decoding settings used
     assert scores["test_images"] == 4  # 10% of 40
     samples = json.loads((tiny_repo / "reports/samples.json").read_text())
     assert len(samples) == 4 and all(len(s["references"]) == 5 for s in samples)

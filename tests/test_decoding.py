@@ -1,0 +1,143 @@
+import numpy as np
+import pytest
+
+from captioning.decoding import beam_decode, decode, greedy_decode, next_word_probs
+from captioning.model import build_model
+from captioning.text import END, PAD, START, UNK, Vocabulary
+
+WORDS = [PAD, UNK, START, END, "a", "b", "c", "d"]
+
+
+def vocab(max_length: int = 6) -> Vocabulary:
+    return Vocabulary(words=WORDS, max_length=max_length)
+
+
+class TableModel:
+    """A fake step model: next-word probabilities looked up from the words so far (a callable like a
+    Keras model: [features, prefixes] -> (n, vocab)). Unlisted prefixes spread their mass evenly over
+    the `fallback` list (a word listed twice gets twice the mass)."""
+
+    def __init__(self, table: dict[tuple[str, ...], dict[str, float]], fallback=("a", "b", "c", "d")):
+        self.table, self.fallback, self.calls = table, fallback, 0
+
+    def __call__(self, inputs, training=False):
+        _, prefixes = inputs
+        self.calls += 1
+        out = np.zeros((len(prefixes), len(WORDS)), dtype="float32")
+        for row, ids in enumerate(np.asarray(prefixes)):
+            key = tuple(WORDS[i] for i in ids[1:] if i)
+            pairs = self.table[key].items() if key in self.table else [(w, 1 / len(self.fallback))
+                                                                        for w in self.fallback]
+            for word, p in pairs:
+                out[row, WORDS.index(word)] += p
+        return out
+
+
+class AllPositions:
+    """The same model seen as a teacher-forced decoder: (n, max_length, vocab), step t at t - 1."""
+
+    def __init__(self, step_model):
+        self.step_model = step_model
+
+    def __call__(self, inputs, training=False):
+        features, tokens = inputs
+        tokens = np.asarray(tokens)
+        out = np.zeros((*tokens.shape, len(WORDS)), dtype="float32")
+        for t in range(tokens.shape[1]):
+            prefix = np.where(np.arange(tokens.shape[1]) <= t, tokens, 0)
+            out[:, t] = self.step_model([features, prefix])
+        return out
+
+
+# Greedy takes "a" (0.5 > 0.4) but everything after "a" is unlikely; "b endseq" is the best caption.
+MYOPIC = {(): {"a": 0.5, "b": 0.4, "c": 0.1},
+          ("a",): {"b": 0.3, "c": 0.3, END: 0.4},
+          ("b",): {END: 0.9, "c": 0.1}}
+
+
+def feats(n: int = 1) -> np.ndarray:
+    return np.zeros((n, 3), dtype="float32")
+
+
+def test_greedy_is_myopic_and_beam_3_finds_the_more_likely_caption():
+    model = TableModel(MYOPIC)
+    assert greedy_decode(model, feats(), vocab()) == [["a"]]  # p = 0.5 * 0.4 = 0.20
+    assert beam_decode(model, feats(), vocab(), beam_size=3) == [["b"]]  # p = 0.4 * 0.9 = 0.36
+
+
+def test_beam_1_is_greedy():
+    rng = np.random.default_rng(0)
+    model = build_model(vocab_size=len(WORDS), max_length=6, units=8, embedding_dim=4, dropout=0.0,
+                        feature_dim=3)
+    x = rng.normal(size=(12, 3)).astype("float32") * 3
+    greedy = greedy_decode(model, x, vocab())
+    assert beam_decode(model, x, vocab(), beam_size=1, length_penalty=0.7) == greedy
+    assert decode(model, x, vocab(), beam_size=1) == greedy
+    assert len({tuple(c) for c in greedy}) > 1  # the images really get different captions
+    assert beam_decode(TableModel(MYOPIC), feats(), vocab(), beam_size=1) == [["a"]]
+
+
+@pytest.mark.parametrize("beam_size", [1, 2, 3, 5])
+def test_no_beam_ever_ends_returns_the_best_unfinished_caption_at_max_length(beam_size):
+    never_ends = TableModel({}, fallback=("c", "c", "c", "a", "a"))  # c: 0.6, a: 0.4, end: 0
+    for max_length in (2, 5):
+        captions = decode(never_ends, feats(3), vocab(max_length), beam_size=beam_size, length_penalty=0.7)
+        assert captions == [["c"] * (max_length - 1)] * 3  # max_length tokens, start included
+
+
+def test_respects_max_length_when_the_end_token_is_possible_but_unlikely():
+    model = TableModel({}, fallback=("a", "b", "c", "d"))  # END never listed: p = 0
+    model.table = {("a", "a"): {"a": 0.9, END: 0.1}}
+    for beam_size in (1, 4):
+        for caption in decode(model, feats(2), vocab(4), beam_size=beam_size):
+            assert 1 <= len(caption) <= 3
+
+
+# "a endseq": log p = log 0.6 + log 0.5 = -1.20 (2 tokens)
+# "b c d endseq": log p = log 0.4 + 3 log 0.9 = -1.23 (4 tokens)
+LENGTHS = {(): {"a": 0.6, "b": 0.4},
+           ("a",): {END: 0.5, "d": 0.5},
+           ("a", "d"): {END: 0.05, "d": 0.95},
+           ("a", "d", "d"): {END: 0.05, "d": 0.95},
+           ("b",): {"c": 0.9, "d": 0.1},
+           ("b", "c"): {"d": 0.9, "c": 0.1},
+           ("b", "c", "d"): {END: 0.9, "c": 0.1}}
+
+
+def test_length_normalisation_changes_the_choice():
+    model = TableModel(LENGTHS)
+    # alpha 0 ranks by raw probability: the short caption (-1.20 > -1.23).
+    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=0.0) == [["a"]]
+    # alpha 1 ranks by log-probability per token: -1.23 / 4 = -0.31 beats -1.20 / 2 = -0.60.
+    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=1.0) == [["b", "c", "d"]]
+
+
+def test_batched_equals_one_image_at_a_time_and_is_one_model_call_per_step():
+    rng = np.random.default_rng(1)
+    model = build_model(vocab_size=len(WORDS), max_length=7, units=8, embedding_dim=4, dropout=0.0,
+                        feature_dim=3)
+    x = rng.normal(size=(6, 3)).astype("float32") * 3
+    together = beam_decode(model, x, vocab(7), beam_size=3, length_penalty=0.7, batch_size=4)
+    alone = [beam_decode(model, x[i:i + 1], vocab(7), beam_size=3, length_penalty=0.7)[0] for i in range(6)]
+    assert together == alone
+
+    counted = TableModel({})
+    beam_decode(counted, feats(5), vocab(6), beam_size=3)
+    assert counted.calls == 5  # never ends: max_length - 1 steps, one call each for all 5 images x 3 beams
+
+
+def test_a_model_that_predicts_every_position_decodes_the_same():
+    step_model = TableModel(MYOPIC)
+    seq_model = AllPositions(step_model)
+    prefixes = np.array([[2, 4, 0, 0, 0, 0], [2, 5, 0, 0, 0, 0]], dtype="int32")
+    np.testing.assert_array_equal(next_word_probs(seq_model, feats(2), prefixes, step=2),
+                                  step_model([feats(2), prefixes]))
+    assert greedy_decode(seq_model, feats(), vocab()) == [["a"]]
+    assert beam_decode(seq_model, feats(), vocab(), beam_size=3) == [["b"]]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="beam_size"):
+        decode(TableModel({}), feats(), vocab(), beam_size=0)
+    with pytest.raises(ValueError, match="length_penalty"):
+        decode(TableModel({}), feats(), vocab(), beam_size=2, length_penalty=-1)

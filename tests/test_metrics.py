@@ -1,0 +1,106 @@
+import math
+from collections import defaultdict
+
+import pytest
+from pycocoevalcap.bleu.bleu import Bleu
+
+from captioning.metrics import attribute_accuracy, bleu, coco_scores, human_bleu
+from captioning.text import normalise
+
+# nltk warns (rightly) when a short hand-made example has no 4-gram match; the values are asserted.
+pytestmark = pytest.mark.filterwarnings("ignore:(?s).*counts of .-gram overlaps:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def flickr8k_human(flickr8k_dir):
+    """Real captions of 200 official test images: the first caption of each as the "hypothesis",
+    the other four as references, cleaned the way the pipeline cleans them."""
+    test = (flickr8k_dir / "Flickr_8k.testImages.txt").read_text().split()[:200]
+    captions = defaultdict(list)
+    for line in (flickr8k_dir / "Flickr8k.token.txt").read_text().splitlines():
+        key, caption = line.split("\t")
+        captions[key.split("#")[0]].append(normalise(caption).split())
+    references = [captions[image][1:] for image in test]
+    hypotheses = [captions[image][0] for image in test]
+    assert all(len(r) == 4 for r in references)
+    return references, hypotheses
+
+
+@pytest.fixture(scope="module")
+def coco(flickr8k_human):
+    return coco_scores(*flickr8k_human)  # the only Java start-up of this module
+
+
+def test_nltk_bleu_agrees_with_pycocoevalcap_bleu_on_real_captions(flickr8k_human, coco):
+    """Same tokens, same closest-reference brevity penalty (ties to the shorter one in both): the
+    only difference left is pycocoevalcap's 1e-9/1e-15 smoothing, far below the 0.005 allowed."""
+    references, hypotheses = flickr8k_human
+    ours = bleu(references, hypotheses)
+    gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
+    theirs = Bleu(4).compute_score(gts, res, verbose=0)[0]
+    for n in range(1, 5):
+        assert abs(ours[f"bleu{n}"] - theirs[n - 1]) < 0.005, (n, ours, theirs)
+    assert abs(ours["bleu4"] - coco["coco_bleu4"]) < 0.005
+    assert 0.1 < ours["bleu4"] < 0.5  # human agreement on Flickr8k: BLEU-4 around 0.2-0.3
+
+
+def test_coco_scores_of_human_captions_are_in_the_published_range(coco):
+    # Human captions against the other annotators' (COCO leaderboard "human": METEOR ~0.25,
+    # ROUGE-L ~0.5, CIDEr ~0.85): a wiring error (ids mixed up, wrong scale) lands far outside.
+    assert 0.15 < coco["meteor"] < 0.4
+    assert 0.35 < coco["rouge_l"] < 0.7
+    assert 0.4 < coco["cider"] < 1.5
+
+
+def test_coco_scores_rank_a_shuffled_pairing_far_lower(flickr8k_human, coco):
+    references, hypotheses = flickr8k_human
+    # Pure Python scores only (no second Java start): CIDEr and BLEU of captions paired with the
+    # wrong images must collapse.
+    from pycocoevalcap.cider.cider import Cider
+
+    gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(hypotheses[(i + 1) % len(hypotheses)])] for i in range(len(hypotheses))}
+    assert Cider().compute_score(gts, res)[0] < coco["cider"] / 4
+
+
+def test_bleu_by_hand():
+    # hypothesis "the cat sat on the mat" (6 words) vs one reference "the cat is on the mat" (6):
+    # 1-grams: the, cat, on, the, mat match (5/6); 2-grams: the cat, on the, the mat (3/5);
+    # 3-grams: on the mat (1/4); 4-grams: none (0/3) -> BLEU-4 = 0; brevity penalty 1.
+    scores = bleu([[["the", "cat", "is", "on", "the", "mat"]]], [["the", "cat", "sat", "on", "the", "mat"]])
+    assert scores["bleu1"] == pytest.approx(5 / 6)
+    assert scores["bleu2"] == pytest.approx(math.sqrt(5 / 6 * 3 / 5))
+    assert scores["bleu3"] == pytest.approx((5 / 6 * 3 / 5 * 1 / 4) ** (1 / 3))
+    assert scores["bleu4"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bleu_brevity_penalty_uses_the_closest_reference_length():
+    # "a dog" (2 words) is all in the references, but the closest reference has 3 words:
+    # BLEU-1 = exp(1 - 3/2) * 1.
+    scores = bleu([[["a", "dog", "runs"], ["a", "big", "dog", "runs", "fast"]]], [["a", "dog"]])
+    assert scores["bleu1"] == pytest.approx(math.exp(1 - 3 / 2))
+
+
+def test_bleu_refuses_mismatched_lists():
+    with pytest.raises(ValueError, match="2 reference lists for 1 hypotheses"):
+        bleu([[["a"]], [["b"]]], [["a"]])
+
+
+def test_human_bleu_scores_the_first_reference_against_the_others():
+    refs = [[["a", "red", "box"], ["a", "red", "box"], ["a", "blue", "box"]],
+            [["one", "green", "star"], ["a", "green", "star"]],
+            [["only", "one", "caption"]]]  # fewer than two: not scorable, skipped
+    scores = human_bleu(refs)
+    # hypotheses "a red box" and "one green star": 1-gram matches 3 + 2 of 6 words.
+    assert scores["human_bleu1"] == pytest.approx(5 / 6)
+    assert set(scores) == {"human_bleu1", "human_bleu2", "human_bleu3", "human_bleu4"}
+
+
+def test_attribute_accuracy_counts_objects_named_with_colour_and_shape():
+    scenes = {"x": {"objects": [{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}]},
+              "y": {"objects": [{"colour": "green", "shape": "triangle"}]}}
+    predictions = {"x": "a red circle and a green square", "y": "a green triangle"}
+    assert attribute_accuracy(predictions, scenes) == pytest.approx(2 / 3)
+    assert attribute_accuracy({"x": "a red circle and a red circle"}, scenes) == pytest.approx(1 / 2)
+    assert attribute_accuracy({}, scenes) == 0.0
