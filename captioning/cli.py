@@ -16,13 +16,17 @@ import numpy as np
 from captioning.io import DataError
 
 
-def caption_images(paths: list[str], model_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """Captions for every readable image, and the errors (path -> message) for the others."""
-    import keras
+def caption_images(paths: list[str], model_dir: Path,
+                   attention: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Captions for every readable image, and the errors (path -> message) for the others.
 
+    With `attention` (soft_attention models only), also draws each image's attention map there:
+    that file for one image, FILE-STEM_N.png for the N-th of several.
+    """
     from captioning.decoding import greedy_decode
-    from captioning.features import EncoderSpec, build_encoder, load_image, preprocess
+    from captioning.features import EncoderSpec, as_regions, build_encoder, load_image, preprocess
     from captioning.io import read_json
+    from captioning.model import load_model
     from captioning.text import Vocabulary
 
     for name in ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5"):
@@ -38,11 +42,21 @@ def caption_images(paths: list[str], model_dir: Path) -> tuple[dict[str, str], d
     if not images:
         return {}, errors
     encoder = build_encoder(spec, weights_file=model_dir / "encoder.weights.h5")
-    feats = np.asarray(encoder(preprocess(np.stack(list(images.values()))), training=False))
-    model = keras.models.load_model(model_dir / "model.keras")
+    feats = as_regions(encoder(preprocess(np.stack(list(images.values()))), training=False))
+    model = load_model(model_dir / "model.keras")
     vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
-    words = greedy_decode(model, feats, vocab)
-    return {path: " ".join(w) for path, w in zip(images, words)}, errors
+    if attention is None:
+        words = greedy_decode(model, feats, vocab)
+        return {path: " ".join(w) for path, w in zip(images, words)}, errors
+    from captioning.attention_maps import attention_figure, caption_attention, is_attention_model
+
+    if not is_attention_model(model):
+        raise DataError(f"{model_dir / 'model.keras'}: --attention needs a soft_attention model")
+    results = caption_attention(model, feats, vocab)
+    for i, (path, (words, alphas)) in enumerate(zip(images, results)):
+        out = attention if len(images) == 1 else attention.with_name(f"{attention.stem}_{i}{attention.suffix}")
+        attention_figure(path, words, alphas, out)
+    return {path: " ".join(w) for path, (w, _) in zip(images, results)}, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
     cap.add_argument("--model", type=Path, default=Path("models"), help="directory of the trained model")
     cap.add_argument("--json", action="store_true", help="JSON lines with image and caption")
+    cap.add_argument("--attention", type=Path, metavar="OUT.png",
+                     help="soft_attention models: also save the image with each word's attention overlaid")
     args = parser.parse_args(argv)
 
     try:
-        captions, errors = caption_images(args.images, args.model)
+        captions, errors = caption_images(args.images, args.model, args.attention)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
         if todo.size == 0:
             break
         probs = predict(model, features[todo], prefixes[todo], batch_size)
+        probs = probs[:, step - 1] if probs.ndim == 3 else probs  # teacher-forcing models: one per position
         probs[:, 0] = 0.0  # never emit padding
         words = probs.argmax(axis=1)
         prefixes[todo, step] = words
