@@ -194,3 +194,17 @@ def references_by_image(sequences: np.ndarray, image_rows: np.ndarray, vocab) ->
         refs.setdefault(row, []).append(strip_tokens(" ".join(vocab.decode(seq))))
     rows = np.array(list(refs), dtype=np.int64)
     return rows, [refs[r] for r in rows.tolist()]
+
+
+def write_history(path, history: dict[str, list[float]]) -> int:
+    """history.csv: one row per epoch (epoch, then every logged value); returns the number of epochs."""
+    import csv
+
+    from captioning.io import atomic_path
+
+    epochs = len(history["loss"])
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *history])
+        writer.writerows([e + 1, *(round(v[e], 6) for v in history.values())] for e in range(epochs))
+    return epochs

@@ -9,6 +9,7 @@ from captioning import tracking
 from captioning.attention_maps import write_attention_maps
 from captioning.decoding import greedy_decode
 from captioning.features import load_features
+from captioning.holdout import score_holdout
 from captioning.io import load_params, read_captions, read_json, write_json
 from captioning.metrics import attribute_accuracy, bleu, human_bleu
 from captioning.model import load_model
@@ -33,6 +34,7 @@ def main() -> None:
     captions = {image: " ".join(words) for image, words in zip(test, predicted)}
     if Path("data/raw/scenes.json").exists():  # the generated dataset knows what is in each image
         scores["attribute_accuracy"] = attribute_accuracy(captions, read_json("data/raw/scenes.json"))
+    scores.update(score_holdout(model, vocab, Path("data/holdout"), cfg["batch_size"]))
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores["test_images"] = len(test)
 

@@ -1,7 +1,6 @@
 """Stage 6: fit the captioning model: merge_bilstm on (image, prefix) -> next word pairs, or
 soft_attention on whole captions (teacher forcing)."""
 
-import csv
 import math
 import time
 
@@ -15,7 +14,7 @@ from captioning.io import atomic_path, load_params, read_json, write_json
 from captioning.model import build
 from captioning.text import Vocabulary
 from captioning.training import (TrainConfig, adapt_features, bleu_callback, caption_batches, count_pairs, fit,
-                                 prefix_pairs, references_by_image)
+                                 prefix_pairs, references_by_image, write_history)
 
 
 def load_split(name: str, rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -54,11 +53,7 @@ def main() -> None:
             model.save(tmp)
     write_json("models/run.json", {"mlflow_run_id": run.info.run_id})
 
-    epochs = len(history["loss"])
-    with atomic_path("metrics/history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", *history])
-        writer.writerows([e + 1, *(round(v[e], 6) for v in history.values())] for e in range(epochs))
+    epochs = write_history("metrics/history.csv", history)
     best = int(np.argmin(history["val_loss"]))
     write_json("metrics/train.json", {"epochs": epochs, "best_epoch": best + 1,
                                       "val_loss": round(history["val_loss"][best], 4),

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 ATTENTION = {**TINY, "features.pooling": "grid", "model.architecture": "soft_attention",
              "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",
-             "evaluate.attention_maps": 2}
+             "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
+             "data.shapes.holdout_images": 6}
+HELD_OUT = {("yellow", "triangle"), ("red", "star")}
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +53,16 @@ def test_caption_command_draws_attention(attention_repo):
     samples = {s["image"]: s["prediction"] for s in json.loads((attention_repo / "reports/samples.json").read_text())}
     assert caption == samples[image.name]  # same float16 regions as the features stage stored
     assert out.stat().st_size > 1000
+
+
+def test_holdout_pairs_are_only_in_the_holdout_set(attention_repo):
+    def pairs(scenes):
+        return [{(o["colour"], o["shape"]) for o in s["objects"]} for s in scenes.values()]
+
+    train = pairs(json.loads((attention_repo / "data/raw/scenes.json").read_text()))
+    holdout = pairs(json.loads((attention_repo / "data/holdout/scenes.json").read_text()))
+    assert len(train) == 40 and not any(p & HELD_OUT for p in train)
+    assert len(holdout) == 6 and all(p & HELD_OUT for p in holdout)
+    scores = json.loads((attention_repo / "metrics/eval.json").read_text())
+    for key in ["holdout_bleu1", "holdout_bleu4", "holdout_attribute_accuracy"]:
+        assert 0.0 <= scores[key] <= 1.0, key
