@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's captioning package
 DEFAULT_TOKENS = Path(__file__).resolve().parents[2] / "main/data/tokens/train.npz"
 
 
