@@ -16,14 +16,17 @@ import numpy as np
 from captioning.io import DataError
 
 
-def caption_images(paths: list[str], model_dir: Path, beam_size: int = 1,
-                   length_penalty: float = 0.0) -> tuple[dict[str, str], dict[str, str]]:
-    """Captions for every readable image, and the errors (path -> message) for the others."""
-    import keras
+def caption_images(paths: list[str], model_dir: Path, beam_size: int = 1, length_penalty: float = 0.0,
+                   attention: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Captions for every readable image, and the errors (path -> message) for the others.
 
+    With `attention` (soft_attention models only), also draws each image's attention map there:
+    that file for one image, FILE-STEM_N.png for the N-th of several.
+    """
     from captioning.decoding import decode
-    from captioning.features import EncoderSpec, build_encoder, load_image, preprocess
+    from captioning.features import EncoderSpec, as_regions, build_encoder, load_image, preprocess
     from captioning.io import read_json
+    from captioning.model import load_model
     from captioning.text import Vocabulary
 
     for name in ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5"):
@@ -39,11 +42,21 @@ def caption_images(paths: list[str], model_dir: Path, beam_size: int = 1,
     if not images:
         return {}, errors
     encoder = build_encoder(spec, weights_file=model_dir / "encoder.weights.h5")
-    feats = np.asarray(encoder(preprocess(np.stack(list(images.values()))), training=False))
-    model = keras.models.load_model(model_dir / "model.keras")
+    feats = as_regions(encoder(preprocess(np.stack(list(images.values()))), training=False))
+    model = load_model(model_dir / "model.keras")
     vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
-    words = decode(model, feats, vocab, beam_size, length_penalty)
-    return {path: " ".join(w) for path, w in zip(images, words)}, errors
+    if attention is None:
+        words = decode(model, feats, vocab, beam_size, length_penalty)
+        return {path: " ".join(w) for path, w in zip(images, words)}, errors
+    from captioning.attention_maps import attention_figure, caption_attention, is_attention_model
+
+    if not is_attention_model(model):
+        raise DataError(f"{model_dir / 'model.keras'}: --attention needs a soft_attention model")
+    results = caption_attention(model, feats, vocab)
+    for i, (path, (words, alphas)) in enumerate(zip(images, results)):
+        out = attention if len(images) == 1 else attention.with_name(f"{attention.stem}_{i}{attention.suffix}")
+        attention_figure(path, words, alphas, out)
+    return {path: " ".join(w) for path, (w, _) in zip(images, results)}, errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--beam-size", type=int, default=decoding.get("beam_size", 1), help="1 = greedy")
     cap.add_argument("--length-penalty", type=float, default=decoding.get("length_penalty", 0.0),
                      help="beam score = sum log p / length ** this")
+    cap.add_argument("--attention", type=Path, metavar="OUT.png",
+                     help="soft_attention models: also save the image with each word's attention overlaid")
     args = parser.parse_args(argv)
 
     try:
-        captions, errors = caption_images(args.images, args.model, args.beam_size, args.length_penalty)
+        captions, errors = caption_images(args.images, args.model, args.beam_size, args.length_penalty,
+                                          args.attention)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,6 @@
-"""Image features: a frozen ResNet50 turns every image into one 2048-d vector.
+"""Image features: a frozen ResNet50 turns every image into one 2048-d vector (pooling "avg"), or
+into its last feature map, one 2048-d vector per region (pooling "grid": 7x7 = 49 regions at 224 px,
+stored as float16 to halve disk and RAM), for a decoder that attends to places.
 
 Images are decoded and resized by Pillow inside a `tf.data` pipeline that runs ahead of the model,
 so decoding overlaps with the (much slower) forward pass. A bad image (corrupt, truncated, not an
@@ -47,8 +49,16 @@ class EncoderSpec:
 
     weights: str  # "none" (seeded random init), "imagenet", or a path to a weights file
     image_size: int = 224
-    pooling: str = "avg"
+    pooling: str = "avg"  # avg: (2048,) per image | grid: (regions, 2048) per image, float16
     seed: int = 0
+
+    def __post_init__(self):
+        if self.pooling not in ("avg", "grid"):
+            raise DataError(f"features.pooling={self.pooling!r}: use avg or grid")
+
+    @property
+    def keras_pooling(self) -> str | None:
+        return None if self.pooling == "grid" else self.pooling
 
     def to_json(self) -> dict:
         return {"weights": self.weights, "image_size": self.image_size, "pooling": self.pooling,
@@ -56,7 +66,8 @@ class EncoderSpec:
 
 
 def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
-    """ResNet50 without its classifier head, global-average pooled to 2048 values, frozen.
+    """ResNet50 without its classifier head, global-average pooled to 2048 values (or the unpooled
+    feature map for grid pooling), frozen.
 
     `weights_file` (a saved encoder) takes precedence over `spec.weights`: that is how captioning
     reuses the training encoder bit for bit.
@@ -65,17 +76,17 @@ def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
 
     shape = (spec.image_size, spec.image_size, 3)
     if weights_file is not None:
-        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.pooling,
+        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.keras_pooling,
                                             input_shape=shape)
         model.load_weights(str(weights_file))
     elif spec.weights == "none":
         keras.utils.set_random_seed(spec.seed)
-        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.pooling,
+        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.keras_pooling,
                                             input_shape=shape)
     elif spec.weights == "imagenet":
         try:
             model = keras.applications.ResNet50(include_top=False, weights="imagenet",
-                                                 pooling=spec.pooling, input_shape=shape)
+                                                 pooling=spec.keras_pooling, input_shape=shape)
         except Exception as e:  # network errors surface as many exception types
             raise DataError(
                 f"features.weights=imagenet: could not fetch the ImageNet ResNet50 weights ({type(e).__name__}: "
@@ -86,10 +97,19 @@ def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
         if not path.is_file():
             raise DataError(f"features.weights={spec.weights}: no such weights file; use imagenet, none or "
                             "a path to ResNet50 (no top) weights")
-        model = keras.applications.ResNet50(include_top=False, weights=str(path), pooling=spec.pooling,
+        model = keras.applications.ResNet50(include_top=False, weights=str(path), pooling=spec.keras_pooling,
                                             input_shape=shape)
     model.trainable = False
     return model
+
+
+def as_regions(features):
+    """(n, h, w, c) feature maps -> (n, h*w, c) float16 regions in row-major order, as stored;
+    pooled (n, c) vectors unchanged."""
+    features = np.asarray(features)
+    if features.ndim != 4:
+        return features
+    return features.reshape(len(features), -1, features.shape[-1]).astype(np.float16)
 
 
 def preprocess(images):
@@ -102,7 +122,7 @@ def preprocess(images):
 @dataclass
 class ExtractionResult:
     names: list[str]  # images that were encoded, in row order of `features`
-    features: np.ndarray  # (len(names), 2048) float32
+    features: np.ndarray  # (len(names), 2048) float32, or (len(names), regions, 2048) float16 for grid
     skipped: dict[str, str] = field(default_factory=dict)  # image name -> why
 
 
@@ -139,11 +159,13 @@ def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
     rows, chunks = [], []
     with tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
         for index, images in image_batches(paths, size, batch_size, on_error):
-            chunks.append(forward(images).numpy())
+            chunks.append(as_regions(forward(images).numpy()))
             rows.extend(index.numpy().tolist())
             bar.update(rows[-1] + 1 - bar.n)  # images read so far, skipped ones included
         bar.update(len(paths) - bar.n)
-    feats = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
+    feats = np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
+    # Region grids are 49x larger: float16 halves them (ReLU activations, ~3 significant digits kept).
+    feats = feats.astype(np.float16 if feats.ndim == 3 else np.float32)
     return ExtractionResult([Path(paths[i]).name for i in rows], feats, skipped)
 
 

@@ -42,3 +42,32 @@ def build_model(vocab_size: int, max_length: int, units: int = 256, embedding_di
     hidden = layers.Dense(units, activation="relu", name="decoder")(layers.Dropout(dropout)(merged))
     next_word = layers.Dense(vocab_size, activation="softmax", name="next_word")(hidden)
     return keras.Model([features, prefix], next_word, name="merge_bilstm")
+
+
+def build(params: dict, vocab_size: int, max_length: int, feature_shape: tuple[int, ...]) -> keras.Model:
+    """The model params.yaml's `model` section asks for, checked against the stored features' shape."""
+    from captioning.io import DataError
+
+    architecture = params.get("architecture", "merge_bilstm")
+    common = {k: params[k] for k in ("units", "embedding_dim", "dropout")}
+    if architecture == "merge_bilstm":
+        if len(feature_shape) != 1:
+            raise DataError(f"model.architecture=merge_bilstm needs one vector per image, the features are "
+                            f"{feature_shape}: set features.pooling=avg")
+        return build_model(vocab_size, max_length, **common, feature_dim=feature_shape[0])
+    if architecture == "soft_attention":
+        from captioning.attention import build_soft_attention
+
+        if len(feature_shape) != 2:
+            raise DataError(f"model.architecture=soft_attention needs region features, the features are "
+                            f"{feature_shape}: set features.pooling=grid")
+        return build_soft_attention(vocab_size, max_length, feature_shape[0], **common,
+                                    feature_dim=feature_shape[1], attention_lambda=params["attention_lambda"])
+    raise ValueError(f"params.yaml model.architecture={architecture!r}: use merge_bilstm or soft_attention")
+
+
+def load_model(path) -> keras.Model:
+    """A saved model of either architecture (the attention layer must be registered before loading)."""
+    import captioning.attention  # noqa: F401  (registers AttentionDecoder)
+
+    return keras.models.load_model(path, compile=False)

@@ -488,3 +488,37 @@ def generate(out_dir: str | Path, num_images: int, seed: int, min_size: int = 20
         (tmp / "scenes.json").write_text(json.dumps(scenes, indent=1) + "\n", encoding="utf-8")
     return {"images": num_images, "captions": len(rows),
             "objects": sum(len(s["objects"]) for s in scenes.values())}
+
+
+def generate_holdout(out_dir: str | Path, num_images: int, seed: int, holdout: Iterable[Iterable[str]],
+                     min_size: int = 200, max_size: int = 500, progress: bool = True) -> dict:
+    """Like `generate`, but every scene contains at least one (colour, shape) pair of `holdout`.
+
+    With `generate(..., exclude=holdout)` for training, these scenes test whether a model names
+    combinations it has only seen apart. Scenes come from their own Generator stream ([seed, i,
+    "holdout"]), so the main dataset of the same seed is unchanged. Images are named holdout_NNNNN.jpg.
+    """
+    pairs = _check_exclude(holdout)
+    if not pairs or num_images < 1:
+        raise ValueError("generate_holdout: need at least one held-out (colour, shape) pair and one image")
+    digits = max(5, len(str(num_images - 1)))
+    rows: list[tuple[str, str]] = []
+    scenes: dict[str, dict] = {}
+    with atomic_path(out_dir) as tmp:
+        (tmp / "images").mkdir(parents=True)
+        for i in tqdm(range(num_images), desc="holdout", unit="img", disable=not progress):
+            rng = np.random.default_rng([seed, i, 0x401D])
+            while True:  # rejection sampling: a held-out pair is in roughly 1 scene in 10
+                scene = make_scene(rng, min_size=min_size, max_size=max_size)
+                if any((o["colour"], o["shape"]) in pairs for o in scene["objects"]):
+                    break
+            name = f"holdout_{i:0{digits}d}.jpg"
+            render_scene(scene).save(tmp / "images" / name, format="JPEG", quality=90)
+            rows.extend((name, caption) for caption in captions_for(scene, rng))
+            scenes[name] = scene
+        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "caption"])
+            writer.writerows(rows)
+        (tmp / "scenes.json").write_text(json.dumps(scenes, indent=1) + "\n", encoding="utf-8")
+    return {"images": num_images, "captions": len(rows)}

@@ -14,7 +14,8 @@ def main() -> None:
 
         cfg = data["shapes"]
         summary = shapes.generate(OUT, num_images=cfg["num_images"], seed=data["seed"],
-                                  min_size=cfg["min_size"], max_size=cfg["max_size"])
+                                  min_size=cfg["min_size"], max_size=cfg["max_size"],
+                                  exclude=cfg.get("holdout") or ())  # shown only in data/holdout
     elif data["dataset"] == "flickr8k":
         from captioning import flickr8k
 

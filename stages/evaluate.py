@@ -3,14 +3,16 @@
 from collections import defaultdict
 from pathlib import Path
 
-import keras
 import mlflow
 
 from captioning import tracking
+from captioning.attention_maps import write_attention_maps
 from captioning.decoding import decode
 from captioning.features import load_features
+from captioning.holdout import score_holdout
 from captioning.io import load_params, read_captions, read_json, write_json
 from captioning.metrics import attribute_accuracy, bleu, coco_scores, human_bleu
+from captioning.model import load_model
 from captioning.text import Vocabulary, strip_tokens
 
 
@@ -18,7 +20,7 @@ def main() -> None:
     params = load_params()
     cfg = params["evaluate"]
     vocab = Vocabulary.from_json(read_json("models/vocab.json"))
-    model = keras.models.load_model("models/model.keras")
+    model = load_model("models/model.keras")
     names, feats = load_features("data/features")
     rows = {n: i for i, n in enumerate(names)}
     test = read_json("data/split.json")["test"]
@@ -33,6 +35,7 @@ def main() -> None:
     captions = {image: " ".join(words) for image, words in zip(test, predicted)}
     if Path("data/raw/scenes.json").exists():  # the generated dataset knows what is in each image
         scores["attribute_accuracy"] = attribute_accuracy(captions, read_json("data/raw/scenes.json"))
+    scores.update(score_holdout(model, vocab, Path("data/holdout"), cfg["batch_size"]))
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores.update(test_images=len(test), beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"])
 
@@ -40,9 +43,13 @@ def main() -> None:
                 "references": [" ".join(r) for r in references[image]]} for image in test[: cfg["num_samples"]]]
     write_json("metrics/eval.json", scores)
     write_json("reports/samples.json", samples)
+    shown = test[: cfg["attention_maps"]]
+    write_attention_maps(model, feats[[rows[i] for i in shown]], shown, Path("data/raw/images"), vocab,
+                         Path("reports/attention"))
     with tracking.start_run(read_json("models/run.json")["mlflow_run_id"]):
         mlflow.log_metrics({k: v for k, v in scores.items()})
         mlflow.log_artifact("reports/samples.json")
+        mlflow.log_artifacts("reports/attention", artifact_path="attention")
     print(scores)
 
 

@@ -1,4 +1,4 @@
-"""Stage 2: one 2048-d ResNet50 vector per image, and the encoder that made them (for captioning)."""
+"""Stage 2: one 2048-d ResNet50 vector (or grid of region vectors) per image, and the encoder that made them (for captioning)."""
 
 import csv
 from pathlib import Path
@@ -13,7 +13,8 @@ def main() -> None:
     cfg = load_params()["features"]
     with open(RAW / "captions.csv", newline="", encoding="utf-8") as f:
         names = sorted({row["image"] for row in csv.DictReader(f)})
-    spec = features.EncoderSpec(weights=str(cfg["weights"]), image_size=cfg["image_size"], seed=cfg["seed"])
+    spec = features.EncoderSpec(weights=str(cfg["weights"]), image_size=cfg["image_size"], pooling=cfg["pooling"],
+                                seed=cfg["seed"])
     encoder = features.build_encoder(spec)
     result = features.extract(encoder, [RAW / "images" / n for n in names], spec.image_size, cfg["batch_size"])
 

@@ -1,6 +1,7 @@
-"""Stage 6: fit the captioning model on (image, caption prefix) -> next word pairs."""
+"""Stage 6: fit the captioning model: merge_bilstm on (image, prefix) -> next word pairs, or
+soft_attention on whole captions (teacher forcing)."""
 
-import csv
+import math
 import time
 
 import keras
@@ -10,9 +11,10 @@ import numpy as np
 from captioning import tracking
 from captioning.features import load_features
 from captioning.io import atomic_path, load_params, read_json, write_json
-from captioning.model import build_model
+from captioning.model import build
 from captioning.text import Vocabulary
-from captioning.training import TrainConfig, count_pairs, fit, prefix_pairs
+from captioning.training import (TrainConfig, adapt_features, bleu_callback, caption_batches, count_pairs, fit,
+                                 prefix_pairs, references_by_image, write_history)
 
 
 def load_split(name: str, rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -29,26 +31,29 @@ def main() -> None:
     (train_seqs, train_rows), (val_seqs, val_rows) = load_split("train", rows), load_split("val", rows)
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(vocab.size, vocab.max_length, **arch, feature_dim=feats.shape[1])
-    model.get_layer("feature_norm").adapt(feats[np.unique(train_rows)])  # training images only
-    train_ds = prefix_pairs(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed)
-    val_ds = prefix_pairs(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)
-    print(f"{count_pairs(train_seqs)} training pairs from {len(train_seqs)} captions, vocabulary {vocab.size}")
+    model = build(arch, vocab.size, vocab.max_length, feats.shape[1:])
+    adapt_features(model, feats[np.unique(train_rows)])  # training images only
+    teacher_forcing = arch["architecture"] == "soft_attention"
+    batches = caption_batches if teacher_forcing else prefix_pairs
+    train_ds = batches(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed)
+    val_ds = batches(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)
+    samples = len(train_seqs) if teacher_forcing else count_pairs(train_seqs)
+    print(f"{samples} training samples from {len(train_seqs)} captions, vocabulary {vocab.size}")
+    callbacks = [tracking.epoch_logger()]
+    if cfg.early_stopping == "val_bleu4":
+        val_images, val_refs = references_by_image(val_seqs, val_rows, vocab)
+        callbacks.insert(0, bleu_callback(model, feats[val_images], val_refs, vocab))
 
     with tracking.start_run() as run:
         mlflow.log_params(tracking.flatten({k: params[k] for k in ("model", "train")}))
         start = time.perf_counter()
-        history = fit(model, train_ds, val_ds, cfg, callbacks=[tracking.epoch_logger()])
+        history = fit(model, train_ds, val_ds, cfg, callbacks, teacher_forcing, math.ceil(samples / cfg.batch_size))
         seconds = time.perf_counter() - start
         with atomic_path("models/model.keras") as tmp:
             model.save(tmp)
     write_json("models/run.json", {"mlflow_run_id": run.info.run_id})
 
-    epochs = len(history["loss"])
-    with atomic_path("metrics/history.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", *history])
-        writer.writerows([e + 1, *(round(v[e], 6) for v in history.values())] for e in range(epochs))
+    epochs = write_history("metrics/history.csv", history)
     best = int(np.argmin(history["val_loss"]))
     write_json("metrics/train.json", {"epochs": epochs, "best_epoch": best + 1,
                                       "val_loss": round(history["val_loss"][best], 4),

@@ -38,3 +38,71 @@ def test_prediction_depends_on_image_and_prefix():
     assert not np.allclose(p[0], p[1])
     q = np.asarray(model([feats[:1], np.array([[2, 6, 0, 0]], dtype="int32")]))
     assert not np.allclose(p[0], q[0])
+
+
+# -- soft_attention ------------------------------------------------------------------------------
+
+from captioning.attention import attention_model, attention_regulariser, build_soft_attention  # noqa: E402
+
+
+def small_attention(max_length: int, regions: int = 4):
+    return build_soft_attention(vocab_size=20, max_length=max_length, num_regions=regions, units=16,
+                                embedding_dim=8, dropout=0.0, feature_dim=12, attention_lambda=1.0)
+
+
+TOKENS = np.array([[2, 5, 3, 0, 0, 0], [2, 3, 0, 0, 0, 0], [2, 5, 6, 7, 8, 3]], dtype="int32")
+
+
+def test_soft_attention_predicts_every_position():
+    model = small_attention(6)
+    feats = np.random.default_rng(0).normal(size=(3, 4, 12)).astype("float16")  # stored dtype
+    probs = np.asarray(model([feats, TOKENS]))
+    assert probs.shape == (3, 6, 20)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
+    # Causal: position 1's prediction depends on tokens 0..1 only, not on what follows.
+    changed = TOKENS.copy()
+    changed[2, 3:] = [9, 10, 3]
+    np.testing.assert_allclose(np.asarray(model([feats, changed]))[2, :3], probs[2, :3], rtol=1e-5)
+    assert not np.allclose(np.asarray(model([feats, changed]))[2, 3], probs[2, 3])
+
+
+def test_attention_sums_to_one_over_regions_and_zero_on_padding():
+    model = small_attention(6)
+    feats = np.random.default_rng(1).normal(size=(3, 4, 12)).astype("float32")
+    alphas = np.asarray(attention_model(model)([feats, TOKENS]))
+    assert alphas.shape == (3, 6, 4)
+    real = TOKENS != 0
+    np.testing.assert_allclose(alphas.sum(axis=-1)[real], 1.0, rtol=1e-5)
+    assert np.all(alphas[~real] == 0.0)
+    assert np.all(alphas >= 0.0)
+
+
+def test_regulariser_counts_only_steps_that_produce_a_word():
+    tokens = np.array([[2, 5, 3, 0]], dtype="int32")  # steps 0 and 1 produce words (5, endseq)
+    half = np.full((1, 4, 2), 0.5, dtype="float32")  # each step splits attention over 2 regions
+    # Two producing steps x 0.5 = every region covered exactly once: no penalty.
+    assert float(attention_regulariser(half, tokens)) == 0.0
+    one_region = np.zeros((1, 4, 2), dtype="float32")
+    one_region[..., 0] = 1.0  # always region 0: covered twice, region 1 never: (1-2)^2 + (1-0)^2
+    assert float(attention_regulariser(one_region, tokens)) == 2.0
+
+
+def test_regulariser_is_added_to_the_training_loss():
+    feats = np.random.default_rng(2).normal(size=(3, 4, 12)).astype("float32")
+    with_reg, without = small_attention(6), small_attention(6)
+    without.get_layer("decoder").regulariser = 0.0
+    without.set_weights(with_reg.get_weights())
+    with_reg([feats, TOKENS]), without([feats, TOKENS])
+    assert float(with_reg.losses[0]) > 0.0 and float(without.losses[0]) == 0.0
+
+
+def test_soft_attention_survives_save_and_load(tmp_path):
+    from captioning.model import load_model
+
+    model = small_attention(6)
+    feats = np.random.default_rng(3).normal(size=(2, 4, 12)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(loaded([feats, TOKENS[:2]])), np.asarray(model([feats, TOKENS[:2]])),
+                               rtol=1e-6)
+    assert attention_model(loaded)([feats, TOKENS[:2]]).shape == (2, 6, 4)

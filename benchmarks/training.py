@@ -1,0 +1,90 @@
+"""Training throughput (captions/s) and peak RSS: merge_bilstm vs soft_attention on the same captions.
+
+merge_bilstm learns one (image, prefix) -> next word pair per sample, so a caption of n tokens costs
+n-1 samples; soft_attention learns a whole caption per sample (teacher forcing). Both train on the
+same captions (the real tokenised captions of a pipeline run when --tokens exists, else generated),
+with features of the right kind (2048-d vectors vs float16 region grids; random values: the cost
+does not depend on them). Each architecture runs in its own process, so peak RSS is its own.
+
+    python benchmarks/training.py [--captions 2048] [--regions 49] [--tokens ../main/data/tokens/train.npz]
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's captioning package
+DEFAULT_TOKENS = Path(__file__).resolve().parents[2] / "main/data/tokens/train.npz"
+
+
+def captions(path: Path, n: int, seed: int = 0) -> np.ndarray:
+    if path.exists():
+        seqs = np.load(path, allow_pickle=False)["sequences"]
+        return seqs[np.random.default_rng(seed).permutation(len(seqs))[:n]]
+    rng = np.random.default_rng(seed)  # 8-16 tokens of a 60-word vocabulary, padded to 20
+    seqs = np.zeros((n, 20), np.int32)
+    for row, length in enumerate(rng.integers(8, 17, n)):
+        seqs[row, :length] = [2, *rng.integers(4, 60, length - 2), 3]
+    return seqs
+
+
+def run_one(architecture: str, args) -> dict:
+    import keras
+
+    from captioning.model import build
+    from captioning.training import TrainConfig, caption_batches, count_pairs, fit, prefix_pairs
+
+    seqs = captions(args.tokens, args.captions)
+    vocab_size, max_length = int(seqs.max()) + 1, seqs.shape[1]
+    images = max(len(seqs) // 5, 1)
+    rows = np.arange(len(seqs), dtype=np.int32) % images
+    rng = np.random.default_rng(0)
+    if architecture == "soft_attention":
+        feats = rng.random((images, args.regions, 2048), dtype=np.float32).astype(np.float16)
+        batches = caption_batches
+    else:
+        feats = rng.random((images, 2048), dtype=np.float32)
+        batches = prefix_pairs
+    keras.utils.set_random_seed(0)
+    params = {"architecture": architecture, "units": 256, "embedding_dim": 128, "dropout": 0.3, "attention_lambda": 1.0}
+    model = build(params, vocab_size, max_length, feats.shape[1:])
+    train = batches(seqs, rows, feats, args.batch_size, seed=0)
+    val = batches(seqs[: args.batch_size], rows[: args.batch_size], feats, args.batch_size, 0, shuffle=False)
+    config = TrainConfig(epochs=2, batch_size=args.batch_size, patience=5)
+    history = fit(model, train, val, config, teacher_forcing=architecture == "soft_attention")
+    seconds = history["epoch_seconds"][-1]  # the first epoch includes tracing
+    return {"architecture": architecture, "captions": len(seqs), "samples": len(seqs) if architecture ==
+            "soft_attention" else count_pairs(seqs), "epoch_seconds": round(seconds, 2),
+            "captions_per_s": round(len(seqs) / seconds, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--captions", type=int, default=2048)
+    parser.add_argument("--regions", type=int, default=49)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--tokens", type=Path, default=DEFAULT_TOKENS)
+    parser.add_argument("--only", choices=["merge_bilstm", "soft_attention"])
+    args = parser.parse_args()
+    if args.only:
+        print("RESULT " + json.dumps(run_one(args.only, args)))
+        return
+    results = {}
+    for architecture in ("merge_bilstm", "soft_attention"):
+        cmd = [sys.executable, __file__, "--only", architecture, *sys.argv[1:]]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        results[architecture] = json.loads(out.split("RESULT ", 1)[1])
+        print(results[architecture])
+    ratio = results["soft_attention"]["captions_per_s"] / results["merge_bilstm"]["captions_per_s"]
+    print(f"soft_attention trains {ratio:.2f}x the captions/s of merge_bilstm "
+          f"(tokens: {args.tokens if args.tokens.exists() else 'generated'}, {args.regions} regions)")
+
+
+if __name__ == "__main__":
+    main()

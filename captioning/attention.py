@@ -1,0 +1,122 @@
+"""Show, Attend and Tell: an LSTM decoder that looks at a different image region for every word.
+
+    region features (R, 2048) -> normalise -> dropout -> dense ......... R encoded regions
+    mean region -> dense(tanh) x2 ..................................... initial LSTM h, c
+    every step t:  alpha_t = softmax(v . tanh(W regions + U h))        additive (Bahdanau) attention
+                   context = sigmoid(w . h) * sum_r alpha_t[r] region   the gating scalar beta
+                   h, c = LSTM([word_t, context], h, c)
+                   p(word_t+1) = softmax(dense(dropout([h, context])))
+
+Unlike merge_bilstm, one sample is one whole caption (teacher forcing): the model reads tokens
+0..T-1 and predicts tokens 1..T at once, so the prediction for step t sits at position t-1.
+The doubly stochastic regulariser lambda * sum_r (1 - sum_t alpha_t[r])^2 (over the steps that
+produce a word) pushes the decoder to look at every region at some point of the caption.
+
+The decoder is one layer with a plain Python loop over the (static) caption length: simpler than
+a custom RNN cell (Keras 3's RNN no longer passes per-sample constants such as the regions), and
+unrolled over ~20-40 steps it compiles once and runs fast.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class AttentionDecoder(layers.Layer):
+    """[regions (n, R, d), word embeddings (n, T, e), tokens (n, T)] -> (probs (n, T, V), alphas (n, T, R)).
+
+    Attention weights at padding steps (token 0) are zeroed, so every real step's weights sum to 1
+    over the regions and padded steps sum to 0. Adds the doubly stochastic regulariser as a loss.
+    """
+
+    def __init__(self, vocab_size: int, units: int, attention_units: int, dropout: float = 0.0,
+                 regulariser: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.units, self.attention_units = vocab_size, units, attention_units
+        self.dropout, self.regulariser = dropout, regulariser
+        self.init_h = layers.Dense(units, activation="tanh", name="init_h")
+        self.init_c = layers.Dense(units, activation="tanh", name="init_c")
+        self.keys = layers.Dense(attention_units, use_bias=False, name="keys")
+        self.query = layers.Dense(attention_units, name="query")
+        self.score = layers.Dense(1, use_bias=False, name="score")
+        self.gate = layers.Dense(1, activation="sigmoid", name="gate")
+        self.cell = layers.LSTMCell(units, name="lstm")
+        self.drop = layers.Dropout(dropout)
+        self.logits = layers.Dense(vocab_size, name="logits")
+
+    def build(self, input_shapes):
+        (_, _, region_dim), (_, _, embedding_dim), _ = input_shapes
+        self.init_h.build((None, region_dim))
+        self.init_c.build((None, region_dim))
+        self.keys.build((None, None, region_dim))
+        self.query.build((None, self.units))
+        self.score.build((None, None, self.attention_units))
+        self.gate.build((None, self.units))
+        self.cell.build((None, embedding_dim + region_dim))
+        self.logits.build((None, self.units + region_dim))
+
+    def call(self, inputs, training=False):
+        regions, words, tokens = inputs
+        h = self.init_h(ops.mean(regions, axis=1))
+        c = self.init_c(ops.mean(regions, axis=1))
+        keys = self.keys(regions)  # (n, R, A): the regions' half of the score, computed once
+        probs, alphas = [], []
+        for t in range(words.shape[1]):
+            scores = self.score(ops.tanh(keys + ops.expand_dims(self.query(h), 1)))[..., 0]  # (n, R)
+            alpha = ops.softmax(scores, axis=-1)
+            context = self.gate(h) * ops.sum(ops.expand_dims(alpha, -1) * regions, axis=1)
+            h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
+            out = self.drop(ops.concatenate([h, context], axis=-1), training=training)
+            probs.append(ops.softmax(self.logits(out), axis=-1))
+            alphas.append(alpha)
+        probs, alphas = ops.stack(probs, axis=1), ops.stack(alphas, axis=1)
+        real = ops.cast(ops.not_equal(tokens, 0), alphas.dtype)  # (n, T): step reads a real token
+        alphas = alphas * ops.expand_dims(real, -1)
+        self.add_loss(self.regulariser * attention_regulariser(alphas, tokens))
+        return probs, alphas
+
+    def compute_output_spec(self, inputs, training=False):
+        regions, words, _ = inputs
+        n, steps, num_regions = words.shape[0], words.shape[1], regions.shape[1]
+        return (keras.KerasTensor((n, steps, self.vocab_size), dtype=self.compute_dtype),
+                keras.KerasTensor((n, steps, num_regions), dtype=self.compute_dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units,
+                "attention_units": self.attention_units, "dropout": self.dropout,
+                "regulariser": self.regulariser}
+
+
+def attention_regulariser(alphas, tokens):
+    """Doubly stochastic attention: mean over captions of sum_r (1 - sum_t alpha_t[r])^2.
+
+    Only steps that produce a word count (the next token is not padding), so a short caption is not
+    pushed to spread attention over steps it never takes.
+    """
+    produces = ops.cast(ops.not_equal(tokens[:, 1:], 0), alphas.dtype)
+    produces = ops.pad(produces, [[0, 0], [0, 1]])  # the last step never produces a target
+    coverage = ops.sum(alphas * ops.expand_dims(produces, -1), axis=1)  # (n, R)
+    return ops.mean(ops.sum(ops.square(1.0 - coverage), axis=-1))
+
+
+def build_soft_attention(vocab_size: int, max_length: int, num_regions: int, units: int = 256,
+                         embedding_dim: int = 128, dropout: float = 0.3, feature_dim: int = 2048,
+                         attention_lambda: float = 1.0) -> keras.Model:
+    """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
+    features = keras.Input(shape=(num_regions, feature_dim), name="features")
+    tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
+    regions = layers.Normalization(axis=-1, name="feature_norm")(features)
+    regions = layers.Dropout(dropout)(regions)
+    regions = layers.Dense(units, activation="relu", name="encoder")(regions)
+    words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
+    words = layers.Dropout(dropout)(words)
+    probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, name="decoder")(
+        [regions, words, tokens])
+    return keras.Model([features, tokens], probs, name="soft_attention")
+
+
+def attention_model(model: keras.Model) -> keras.Model:
+    """The same layers, returning the attention weights (n, max_length, R) instead of the words."""
+    return keras.Model(model.inputs, model.get_layer("decoder").output[1], name="attention_weights")

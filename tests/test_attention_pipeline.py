@@ -1,0 +1,68 @@
+"""End to end: tiny `dvc repro` with soft_attention on grid features (2x2 regions at 64 px)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_pipeline import TINY, clone, dvc
+
+pytestmark = pytest.mark.slow
+
+ATTENTION = {**TINY, "features.pooling": "grid", "model.architecture": "soft_attention",
+             "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",
+             "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
+             "data.shapes.holdout_images": 6}
+HELD_OUT = {("yellow", "triangle"), ("red", "star")}
+
+
+@pytest.fixture(scope="module")
+def attention_repo(tmp_path_factory):
+    repo = clone(tmp_path_factory.mktemp("attention"), ATTENTION)
+    dvc(repo, "repro")
+    return repo
+
+
+def test_grid_features_are_float16_regions(attention_repo):
+    feats = np.load(attention_repo / "data/features/features.npy")
+    assert feats.dtype == np.float16 and feats.shape[1:] == (4, 2048)  # 64 px / 32 = a 2x2 grid
+
+
+def test_repro_scores_and_draws_attention(attention_repo):
+    scores = json.loads((attention_repo / "metrics/eval.json").read_text())
+    for key in ["bleu1", "bleu4", "attribute_accuracy"]:
+        assert 0.0 <= scores[key] <= 1.0, key
+    history = (attention_repo / "metrics/history.csv").read_text().splitlines()
+    assert "val_bleu4" in history[0] and len(history) >= 2
+    index = json.loads((attention_repo / "reports/attention/index.json").read_text())
+    assert len(index) == 2
+    for entry in index:
+        assert (attention_repo / "reports/attention" / entry["figure"]).stat().st_size > 1000
+
+
+def test_caption_command_draws_attention(attention_repo):
+    image = attention_repo / "data/raw/images" / json.loads((attention_repo / "data/split.json").read_text())["test"][0]
+    out = attention_repo / "map.png"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-m", "captioning", "caption", str(image), "--json", "--attention", str(out)],
+                          cwd=attention_repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    caption = json.loads(proc.stdout)["caption"]
+    samples = {s["image"]: s["prediction"] for s in json.loads((attention_repo / "reports/samples.json").read_text())}
+    assert caption == samples[image.name]  # same float16 regions as the features stage stored
+    assert out.stat().st_size > 1000
+
+
+def test_holdout_pairs_are_only_in_the_holdout_set(attention_repo):
+    def pairs(scenes):
+        return [{(o["colour"], o["shape"]) for o in s["objects"]} for s in scenes.values()]
+
+    train = pairs(json.loads((attention_repo / "data/raw/scenes.json").read_text()))
+    holdout = pairs(json.loads((attention_repo / "data/holdout/scenes.json").read_text()))
+    assert len(train) == 40 and not any(p & HELD_OUT for p in train)
+    assert len(holdout) == 6 and all(p & HELD_OUT for p in holdout)
+    scores = json.loads((attention_repo / "metrics/eval.json").read_text())
+    for key in ["holdout_bleu1", "holdout_bleu4", "holdout_attribute_accuracy"]:
+        assert 0.0 <= scores[key] <= 1.0, key
