@@ -4,9 +4,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import keras
-import mlflow
 
-from captioning import tracking
+from captioning import reports, tracking
 from captioning.decoding import greedy_decode
 from captioning.features import load_features
 from captioning.io import load_params, read_captions, read_json, write_json
@@ -39,9 +38,9 @@ def main() -> None:
                 "references": [" ".join(r) for r in references[image]]} for image in test[: cfg["num_samples"]]]
     write_json("metrics/eval.json", scores)
     write_json("reports/samples.json", samples)
-    with tracking.start_run(read_json("models/run.json")["mlflow_run_id"]):
-        mlflow.log_metrics({k: v for k, v in scores.items()})
-        mlflow.log_artifact("reports/samples.json")
+    figures = reports.evaluation_reports(samples, scores)
+    tracking.log_evaluation(params, scores, ["reports/samples.json", *figures],
+                            latency_images=[f"data/raw/images/{i}" for i in test[:5]])
     print(scores)
 
 

@@ -4,10 +4,9 @@ import csv
 import time
 
 import keras
-import mlflow
 import numpy as np
 
-from captioning import tracking
+from captioning import reports, tracking
 from captioning.features import load_features
 from captioning.io import atomic_path, load_params, read_json, write_json
 from captioning.model import build_model
@@ -35,8 +34,7 @@ def main() -> None:
     val_ds = prefix_pairs(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)
     print(f"{count_pairs(train_seqs)} training pairs from {len(train_seqs)} captions, vocabulary {vocab.size}")
 
-    with tracking.start_run() as run:
-        mlflow.log_params(tracking.flatten({k: params[k] for k in ("model", "train")}))
+    with tracking.train_run(params) as run:  # fails here, before training, if the store is down
         start = time.perf_counter()
         history = fit(model, train_ds, val_ds, cfg, callbacks=[tracking.epoch_logger()])
         seconds = time.perf_counter() - start
@@ -50,9 +48,11 @@ def main() -> None:
         writer.writerow(["epoch", *history])
         writer.writerows([e + 1, *(round(v[e], 6) for v in history.values())] for e in range(epochs))
     best = int(np.argmin(history["val_loss"]))
-    write_json("metrics/train.json", {"epochs": epochs, "best_epoch": best + 1,
-                                      "val_loss": round(history["val_loss"][best], 4),
-                                      "train_seconds": round(seconds, 1)})
+    summary = {"epochs": epochs, "best_epoch": best + 1, "val_loss": round(history["val_loss"][best], 4),
+               "train_seconds": round(seconds, 1)}
+    write_json("metrics/train.json", summary)
+    reports.learning_curves("metrics/history.csv", "reports/learning_curves.png")
+    tracking.log_training(run.info.run_id, summary, "reports/learning_curves.png")
 
 
 if __name__ == "__main__":
