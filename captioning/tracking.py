@@ -26,6 +26,7 @@ from captioning.io import read_json
 
 EXPERIMENT = "captioning"
 CHAMPION = "champion"
+EVALUATE_KEYS = ("evaluate", "tracking")  # the params.yaml sections the evaluate stage reads
 
 
 def repo_root() -> Path:
@@ -185,15 +186,15 @@ def _evaluation_run(params: Mapping[str, Any], run_id: str):
     _use_store()
     client = mlflow.MlflowClient()
     train = client.get_run(run_id)
-    wanted = {k: str(v) for k, v in flatten({"evaluate": params["evaluate"]}).items()}
-    logged = {k: v for k, v in train.data.params.items() if k.startswith("evaluate.")}
+    wanted = {k: str(v) for k, v in flatten({k: params.get(k, {}) for k in EVALUATE_KEYS}).items()}
+    logged = {k: v for k, v in train.data.params.items() if k.startswith(tuple(f"{k}." for k in EVALUATE_KEYS))}
     if not logged or logged == wanted:
         run = mlflow.start_run(run_id=run_id)
     else:
         run = mlflow.start_run(run_name=f"{train.info.run_name}-eval")
         mlflow.set_tags({**{k: v for k, v in train.data.tags.items() if not k.startswith("mlflow.")},
                          "train_run_id": run_id})
-        mlflow.log_params({k: v for k, v in train.data.params.items() if not k.startswith("evaluate.")})
+        mlflow.log_params({k: v for k, v in train.data.params.items() if k not in logged})
     if not logged or logged != wanted:
         mlflow.log_params(wanted)
     return run

@@ -71,3 +71,21 @@ def test_champion_moves_only_when_bleu4_improves(monkeypatch, tmp_path):
     assert client.get_model_version_by_alias("m", "champion").version == 1
     assert tracking.promote_if_better("m", 3, 0.20)
     assert client.get_model_version_by_alias("m", "champion").version == 3
+
+
+def test_evaluate_only_rerun_with_new_params_gets_its_own_linked_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    params = {"train": {"epochs": 2}, "evaluate": {"beam": 1}, "tracking": {"registered_model": "m"}}
+    with tracking.start_run() as train:
+        mlflow.log_params(tracking.flatten({"train": params["train"]}))
+    with tracking._evaluation_run(params, train.info.run_id) as first:  # first evaluation: same run
+        pass
+    with tracking._evaluation_run(params, train.info.run_id) as again:  # code-only rerun: same run
+        pass
+    params["evaluate"]["beam"] = 3
+    with tracking._evaluation_run(params, train.info.run_id) as other:  # MLflow params are immutable
+        pass
+    assert first.info.run_id == again.info.run_id == train.info.run_id != other.info.run_id
+    run = mlflow.MlflowClient().get_run(other.info.run_id)
+    assert run.data.tags["train_run_id"] == train.info.run_id
+    assert run.data.params == {"train.epochs": "2", "evaluate.beam": "3", "tracking.registered_model": "m"}
