@@ -38,15 +38,16 @@ def wait_for_queue(repo: Path, deadline_s: float = 600) -> str:
 
 
 @pytest.fixture(scope="module")
-def exp_repo(tmp_path_factory) -> Path:
+def exp_repo(tmp_path_factory):
     repo = clone(tmp_path_factory.mktemp("exps"), TINY)
     dvc(repo, "repro")
     for epochs in sorted(EPOCHS):
         dvc(repo, "exp", "run", "--queue", "-S", f"train.epochs={epochs}")
     dvc(repo, "queue", "start", "-j", "2")
     status = wait_for_queue(repo)
-    assert "Failed" not in status, dvc(repo, "queue", "logs", status.split()[-1]) + status
-    return repo
+    assert "Failed" not in status, status
+    yield repo
+    dvc(repo, "queue", "stop")  # the idle queue worker
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +104,9 @@ def test_champion_is_the_best_registered_version(client):
     assert float(client.get_model_version_by_alias("captioning", "champion").tags["bleu4"]) == best
 
 
-def test_served_champion_answers_rest_with_captions(exp_repo, client):
+def test_served_champion_answers_rest_with_captions(exp_repo, client, tmp_path):
     champion = client.get_model_version_by_alias("captioning", "champion")
-    samples = json.loads(client.download_artifacts(champion.run_id, "samples.json", str(exp_repo)))
+    samples = json.loads(Path(client.download_artifacts(champion.run_id, "samples.json", str(tmp_path))).read_text())
     image = exp_repo / "data/raw/images" / samples[0]["image"]
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{exp_repo / 'mlflow.db'}",
