@@ -74,7 +74,7 @@ def write_bleu(scores: Mapping[str, float], out_csv: str | Path) -> None:
 
 
 def evaluation_reports(samples: Sequence[Mapping], scores: Mapping[str, float], image_dir="data/raw/images",
-                       grid="reports/samples.png", bleu_csv="metrics/bleu.csv") -> list[str]:
+                       grid="plots/samples.png", bleu_csv="metrics/bleu.csv") -> list[str]:
     """Write the evaluate stage's figures; returns the files to attach to the MLflow run."""
     sample_grid(samples, image_dir, grid)
     write_bleu(scores, bleu_csv)

@@ -51,8 +51,8 @@ def main() -> None:
     summary = {"epochs": epochs, "best_epoch": best + 1, "val_loss": round(history["val_loss"][best], 4),
                "train_seconds": round(seconds, 1)}
     write_json("metrics/train.json", summary)
-    reports.learning_curves("metrics/history.csv", "reports/learning_curves.png")
-    tracking.log_training(run.info.run_id, summary, "reports/learning_curves.png")
+    reports.learning_curves("metrics/history.csv", "plots/learning_curves.png")
+    tracking.log_training(run.info.run_id, summary, "plots/learning_curves.png")
 
 
 if __name__ == "__main__":
