@@ -62,7 +62,7 @@ def sample_grid(samples: Sequence[Mapping], image_dir: str | Path, out_png: str 
                       ha="center", va="top", fontsize=9, fontweight="bold", color="tab:blue")
         refs = "\n".join(textwrap.fill(f"- {r}", 55, subsequent_indent="  ") for r in sample["references"])
         text_ax.text(0.0, 0.95, "references:\n" + refs, transform=text_ax.transAxes, va="top", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=3)  # room for two caption lines under each image
     _save(fig, out_png)
 
 
