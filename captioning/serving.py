@@ -92,7 +92,7 @@ def log_model(model_dir: str | Path = "models", registered_model_name: str | Non
         registered_model_name=registered_model_name)
 
 
-def latency_ms(model_dir: str | Path, images: list[str], repeats: int = 5) -> float:
+def latency_ms(model_dir: str | Path, images: list[str], repeats: int = 3) -> float:
     """Median milliseconds to caption one image with a loaded model (after one warm-up call)."""
     captioner = Captioner(model_dir)
     captioner.caption(images[:1])

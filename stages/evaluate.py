@@ -40,7 +40,7 @@ def main() -> None:
     write_json("reports/samples.json", samples)
     figures = reports.evaluation_reports(samples, scores)
     tracking.log_evaluation(params, scores, ["reports/samples.json", *figures],
-                            latency_images=[f"data/raw/images/{i}" for i in test[:5]])
+                            latency_images=[f"data/raw/images/{i}" for i in test[:3]])
     print(scores)
 
 
