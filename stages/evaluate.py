@@ -3,9 +3,7 @@
 from collections import defaultdict
 from pathlib import Path
 
-import mlflow
-
-from captioning import tracking
+from captioning import reports, tracking
 from captioning.attention_maps import write_attention_maps
 from captioning.decoding import decode
 from captioning.features import load_features
@@ -46,10 +44,9 @@ def main() -> None:
     shown = test[: cfg["attention_maps"]]
     write_attention_maps(model, feats[[rows[i] for i in shown]], shown, Path("data/raw/images"), vocab,
                          Path("reports/attention"))
-    with tracking.start_run(read_json("models/run.json")["mlflow_run_id"]):
-        mlflow.log_metrics({k: v for k, v in scores.items()})
-        mlflow.log_artifact("reports/samples.json")
-        mlflow.log_artifacts("reports/attention", artifact_path="attention")
+    figures = reports.evaluation_reports(samples, scores)
+    tracking.log_evaluation(params, scores, ["reports/samples.json", "reports/attention", *figures],
+                            latency_images=[f"data/raw/images/{i}" for i in test[:3]])
     print(scores)
 
 

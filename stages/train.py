@@ -5,10 +5,9 @@ import math
 import time
 
 import keras
-import mlflow
 import numpy as np
 
-from captioning import tracking
+from captioning import reports, tracking
 from captioning.features import load_features
 from captioning.io import atomic_path, load_params, read_json, write_json
 from captioning.model import build
@@ -44,8 +43,7 @@ def main() -> None:
         val_images, val_refs = references_by_image(val_seqs, val_rows, vocab)
         callbacks.insert(0, bleu_callback(model, feats[val_images], val_refs, vocab))
 
-    with tracking.start_run() as run:
-        mlflow.log_params(tracking.flatten({k: params[k] for k in ("model", "train")}))
+    with tracking.train_run(params) as run:  # fails here, before training, if the store is down
         start = time.perf_counter()
         history = fit(model, train_ds, val_ds, cfg, callbacks, teacher_forcing, math.ceil(samples / cfg.batch_size))
         seconds = time.perf_counter() - start
@@ -55,9 +53,11 @@ def main() -> None:
 
     epochs = write_history("metrics/history.csv", history)
     best = int(np.argmin(history["val_loss"]))
-    write_json("metrics/train.json", {"epochs": epochs, "best_epoch": best + 1,
-                                      "val_loss": round(history["val_loss"][best], 4),
-                                      "train_seconds": round(seconds, 1)})
+    summary = {"epochs": epochs, "best_epoch": best + 1, "val_loss": round(history["val_loss"][best], 4),
+               "train_seconds": round(seconds, 1)}
+    write_json("metrics/train.json", summary)
+    reports.learning_curves("metrics/history.csv", "plots/learning_curves.png")
+    tracking.log_training(run.info.run_id, summary, "plots/learning_curves.png")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,107 @@
+"""The trained captioner as an MLflow pyfunc model, logged "from code" (this file is the model).
+
+`mlflow models serve -m models:/captioning@champion --env-manager local` then answers
+`POST /invocations {"dataframe_records": [{"image": "<base64 JPEG/PNG bytes or a path>"}]}` with
+`{"predictions": [{"caption": "..."}]}`. The encoder, decoder and vocabulary are loaded once per
+process (not per request) with the same functions `captioning caption` uses, so a served image gets
+the caption the CLI gives it. The `captioning` package travels inside the model (code_paths).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+ARTIFACTS = ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5")
+
+
+class Captioner:
+    """Encoder + decoder + vocabulary from a model directory, ready to caption image files."""
+
+    def __init__(self, model_dir: str | Path):
+        import keras
+
+        from captioning.features import EncoderSpec, build_encoder
+        from captioning.io import read_json
+        from captioning.text import Vocabulary
+
+        model_dir = Path(model_dir)
+        self.spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
+        self.encoder = build_encoder(self.spec, weights_file=model_dir / "encoder.weights.h5")
+        self.model = keras.models.load_model(model_dir / "model.keras")
+        self.vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
+
+    def caption(self, paths: list[str]) -> list[str]:
+        from captioning.decoding import greedy_decode
+        from captioning.features import load_image, preprocess
+
+        images = np.stack([load_image(p, self.spec.image_size) for p in paths])
+        feats = np.asarray(self.encoder(preprocess(images), training=False))
+        return [" ".join(words) for words in greedy_decode(self.model, feats, self.vocab)]
+
+
+def _as_file(value: str, tmp: Path, i: int) -> str:
+    """A request's image: an existing path as is, else base64 bytes written to a temporary file."""
+    if len(value) < 4096 and Path(value).is_file():
+        return value
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"image {i}: neither an existing file nor base64 image bytes") from None
+    path = tmp / f"image{i}"
+    path.write_bytes(data)
+    return str(path)
+
+
+class CaptionModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        self.captioner = Captioner(Path(context.artifacts["model.keras"]).parent)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = [_as_file(str(v), Path(tmp), i) for i, v in enumerate(model_input["image"])]
+            return pd.DataFrame({"caption": self.captioner.caption(paths)})
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("string", "image")]), outputs=Schema([ColSpec("string", "caption")]))
+
+
+def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None):
+    """Log (and register) the model from `model_dir` into the active run."""
+    import importlib.metadata as md
+
+    import captioning
+
+    pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow")]
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=__file__,
+        artifacts={name: str(Path(model_dir) / name) for name in ARTIFACTS},
+        code_paths=[str(Path(captioning.__file__).parent)],
+        signature=signature(), pip_requirements=pins,  # explicit: inferring them would load the model
+        registered_model_name=registered_model_name)
+
+
+def latency_ms(model_dir: str | Path, images: list[str], repeats: int = 3) -> float:
+    """Median milliseconds to caption one image with a loaded model (after one warm-up call)."""
+    captioner = Captioner(model_dir)
+    captioner.caption(images[:1])
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        captioner.caption([images[i % len(images)]])
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+mlflow.models.set_model(CaptionModel())

@@ -1,0 +1,127 @@
+"""DVC experiments and the MLflow store they fill, in one tiny temporary clone.
+
+A workspace `dvc repro` (train.epochs=2) fills DVC's run cache, then two queued experiments
+(train.epochs=1 and 3) run in parallel (`dvc queue start -j 2`) against the one SQLite store and
+rerun only train and evaluate. The served champion model and the MLflow UI are checked on the same
+store.
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from test_pipeline import REPO, TINY, clone, dvc
+
+sys.path.insert(0, str(REPO / "scripts"))
+from mlflow_ui_check import free_port, post, server, ui_runs  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = {1, 3}
+
+
+def wait_for_queue(repo: Path, deadline_s: float = 600) -> str:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        status = dvc(repo, "queue", "status")
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(2)  # polling a queue that ends on its own; bounded by the deadline
+    raise TimeoutError(status)
+
+
+@pytest.fixture(scope="module")
+def exp_repo(tmp_path_factory):
+    repo = clone(tmp_path_factory.mktemp("exps"), TINY)
+    dvc(repo, "repro")
+    for epochs in sorted(EPOCHS):
+        dvc(repo, "exp", "run", "--queue", "-S", f"train.epochs={epochs}")
+    dvc(repo, "queue", "start", "-j", "2")
+    status = wait_for_queue(repo)
+    assert "Failed" not in status, status
+    yield repo
+    dvc(repo, "queue", "stop")  # the idle queue worker
+
+
+@pytest.fixture(scope="module")
+def client(exp_repo):
+    return mlflow.MlflowClient(f"sqlite:///{exp_repo / 'mlflow.db'}")
+
+
+def experiments(repo: Path) -> dict[str, dict]:
+    """name -> data of every experiment in `dvc exp show --json`."""
+    out = {}
+    for baseline in json.loads(dvc(repo, "exp", "show", "--json")):
+        for exp in baseline.get("experiments") or []:
+            out[exp["name"]] = exp["revs"][0]["data"]
+    return out
+
+
+def test_exp_show_lists_both_experiments_with_bleu(exp_repo):
+    exps = experiments(exp_repo)
+    by_epochs = {e["params"]["params.yaml"]["data"]["train"]["epochs"]: e for e in exps.values()}
+    assert set(by_epochs) == EPOCHS
+    for exp in by_epochs.values():
+        assert 0.0 <= exp["metrics"]["metrics/eval.json"]["data"]["bleu4"] <= 1.0
+
+
+def test_each_experiment_is_one_mlflow_run_with_params_epochs_and_artifacts(exp_repo, client):
+    exps = experiments(exp_repo)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("captioning").experiment_id])}
+    assert set(exps) <= set(runs)  # plus the workspace repro's run
+    for name, exp in exps.items():
+        run = runs[name]
+        epochs = exp["params"]["params.yaml"]["data"]["train"]["epochs"]
+        assert run.data.params["train.epochs"] == str(epochs)
+        assert run.data.params["model.units"] == "32" and run.data.params["evaluate.num_samples"] == "5"
+        assert run.data.tags["dvc_exp_name"] == name and run.data.tags["dataset"] == "shapes"
+        assert run.data.tags["git_commit"] == run.data.tags["dvc_exp_baseline_rev"]
+        lock = (exp_repo / "dvc.lock").read_text()  # upstream data is shared with the workspace run
+        assert run.data.tags["dvc.md5.data/features"] in lock and run.data.tags["dvc.md5.data/tokens"] in lock
+        for key in ("loss", "val_loss", "lr", "epoch_seconds"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, epochs + 1))
+        assert run.data.metrics["bleu4"] == exp["metrics"]["metrics/eval.json"]["data"]["bleu4"]
+        for key in ("bleu1", "human_bleu4", "attribute_accuracy", "train_seconds", "model_mb", "caption_latency_ms"):
+            assert key in run.data.metrics, key
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"samples.json", "samples.png", "learning_curves.png", "params.yaml", "vocab.json",
+                "bleu.csv"} <= artifacts
+        # The artifacts live in the user's repo, not in the deleted temporary experiment directory.
+        assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(exp_repo)
+
+
+def test_champion_is_the_best_registered_version(client):
+    versions = client.search_model_versions("name='captioning'")
+    assert len(versions) == 3
+    best = max(float(v.tags["bleu4"]) for v in versions)
+    assert float(client.get_model_version_by_alias("captioning", "champion").tags["bleu4"]) == best
+
+
+def test_served_champion_answers_rest_with_captions(exp_repo, client, tmp_path):
+    champion = client.get_model_version_by_alias("captioning", "champion")
+    samples = json.loads(Path(client.download_artifacts(champion.run_id, "samples.json", str(tmp_path))).read_text())
+    image = exp_repo / "data/raw/images" / samples[0]["image"]
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{exp_repo / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/captioning@champion",
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    with server(cmd, port, "/ping", env=env) as url:
+        records = [{"image": base64.b64encode(image.read_bytes()).decode()}, {"image": str(image)}]
+        answer = post(f"{url}/invocations", {"dataframe_records": records})
+    captions = [p["caption"] for p in answer["predictions"]]
+    # Bytes or path, the served model captions the image as evaluate did with the same model.
+    assert captions == [samples[0]["prediction"]] * 2
+
+
+def test_mlflow_ui_lists_the_runs_with_bleu(exp_repo):
+    runs = {r["info"]["run_name"]: r for r in ui_runs(exp_repo)}
+    for name in experiments(exp_repo):
+        assert "bleu4" in {m["key"] for m in runs[name]["data"]["metrics"]}

@@ -1,0 +1,91 @@
+"""Where MLflow runs go, what they are tagged with, when the champion alias moves, failing fast."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from captioning import tracking
+
+
+def test_flatten_gives_one_dotted_key_per_leaf():
+    assert tracking.flatten({"train": {"epochs": 5, "lr": {"max": 1}}, "seed": 1}) == {
+        "train.epochs": 5, "train.lr.max": 1, "seed": 1}
+
+
+def test_store_is_at_dvc_root_even_from_a_queued_temp_dir(monkeypatch, tmp_path):
+    # Queued experiments run in REPO/.dvc/tmp/exps/tmpXXXX, with DVC_ROOT still naming REPO.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", "/repo")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri() == "sqlite:////repo/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///runs.db")  # relative: resolved at the repo
+    assert tracking.tracking_uri() == "sqlite:////repo/runs.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_run_name_and_tags_carry_the_dvc_experiment(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  features:\n    outs:\n    - path: data/features\n      md5: abc.dir\n"
+        "  tokenize:\n    outs:\n    - path: data/tokens\n      md5: def.dir\n    - path: models/vocab.json\n"
+        "      md5: 123\n")
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-pony")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
+    assert tracking.run_name() == "brave-pony"
+    tags = tracking.run_tags({"data": {"dataset": "shapes"}})
+    assert tags["dataset"] == "shapes" and tags["git_commit"] == "f" * 40 and tags["dvc_exp_name"] == "brave-pony"
+    assert tags["dvc.md5.data/features"] == "abc.dir" and tags["dvc.md5.data/tokens"] == "def.dir"
+    assert "dvc.md5.models/vocab.json" not in tags
+
+
+def test_unreachable_server_fails_at_once_with_one_line(monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = "from captioning import tracking; tracking.check_store()"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: MLflow tracking server http://127.0.0.1:{port}") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_local_store_needs_no_server(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    tracking.check_store()  # returns: nothing to reach
+
+
+def test_champion_moves_only_when_bleu4_improves(monkeypatch, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("m")
+    for _ in range(3):
+        client.create_model_version("m", source=str(tmp_path))
+    assert tracking.promote_if_better("m", 1, 0.10)
+    assert not tracking.promote_if_better("m", 2, 0.05)
+    assert client.get_model_version_by_alias("m", "champion").version == 1
+    assert tracking.promote_if_better("m", 3, 0.20)
+    assert client.get_model_version_by_alias("m", "champion").version == 3
+
+
+def test_evaluate_only_rerun_with_new_params_gets_its_own_linked_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    params = {"train": {"epochs": 2}, "evaluate": {"beam": 1}, "tracking": {"registered_model": "m"}}
+    with tracking.start_run() as train:
+        mlflow.log_params(tracking.flatten({"train": params["train"]}))
+    with tracking._evaluation_run(params, train.info.run_id) as first:  # first evaluation: same run
+        pass
+    with tracking._evaluation_run(params, train.info.run_id) as again:  # code-only rerun: same run
+        pass
+    params["evaluate"]["beam"] = 3
+    with tracking._evaluation_run(params, train.info.run_id) as other:  # MLflow params are immutable
+        pass
+    assert first.info.run_id == again.info.run_id == train.info.run_id != other.info.run_id
+    run = mlflow.MlflowClient().get_run(other.info.run_id)
+    assert run.data.tags["train_run_id"] == train.info.run_id
+    assert run.data.params == {"train.epochs": "2", "evaluate.beam": "3", "tracking.registered_model": "m"}
