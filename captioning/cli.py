@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from captioning.io import DataError
 
 
@@ -20,43 +18,12 @@ def caption_images(paths: list[str], model_dir: Path, beam_size: int = 1, length
                    attention: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Captions for every readable image, and the errors (path -> message) for the others.
 
-    With `attention` (soft_attention models only), also draws each image's attention map there:
-    that file for one image, FILE-STEM_N.png for the N-th of several.
+    With `attention` (soft_attention models only), also draws each image's attention map there.
     """
-    from captioning.decoding import decode
-    from captioning.features import EncoderSpec, as_regions, build_encoder, load_image, preprocess
-    from captioning.io import read_json
-    from captioning.model import load_model
-    from captioning.text import Vocabulary
+    from captioning.captioner import Captioner
 
-    for name in ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5"):
-        if not (model_dir / name).exists():
-            raise DataError(f"{model_dir / name}: not found; train a model first (dvc repro) or pass --model DIR")
-    spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
-    images, errors = {}, {}
-    for path in paths:
-        try:
-            images[path] = load_image(path, spec.image_size)
-        except DataError as e:
-            errors[path] = str(e)
-    if not images:
-        return {}, errors
-    encoder = build_encoder(spec, weights_file=model_dir / "encoder.weights.h5")
-    feats = as_regions(encoder(preprocess(np.stack(list(images.values()))), training=False))
-    model = load_model(model_dir / "model.keras")
-    vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
-    if attention is None:
-        words = decode(model, feats, vocab, beam_size, length_penalty)
-        return {path: " ".join(w) for path, w in zip(images, words)}, errors
-    from captioning.attention_maps import attention_figure, caption_attention, is_attention_model
-
-    if not is_attention_model(model):
-        raise DataError(f"{model_dir / 'model.keras'}: --attention needs a soft_attention model")
-    results = caption_attention(model, feats, vocab)
-    for i, (path, (words, alphas)) in enumerate(zip(images, results)):
-        out = attention if len(images) == 1 else attention.with_name(f"{attention.stem}_{i}{attention.suffix}")
-        attention_figure(path, words, alphas, out)
-    return {path: " ".join(w) for path, (w, _) in zip(images, results)}, errors
+    captioner = Captioner(model_dir, beam_size, length_penalty)
+    return captioner.caption(paths) if attention is None else captioner.draw_attention(paths, attention)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,6 +146,13 @@ def next_word_probs(model, features: np.ndarray, prefixes: np.ndarray, step: int
     return np.concatenate(out)
 
 
+def predict(model, features: np.ndarray, tokens: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The model's whole output for many (features, tokens) inputs, batch by batch."""
+    call = _compiled(model) if isinstance(model, keras.Model) else lambda f, p: model([f, p], training=False)
+    return np.concatenate([np.asarray(call(features[i:i + batch_size], tokens[i:i + batch_size]))
+                           for i in range(0, len(features), batch_size)])
+
+
 @functools.lru_cache(maxsize=4)
 def _compiled(model: keras.Model):
     """The model's forward pass as a graph: an eager Keras call costs ~25x more for one image and ~3x

@@ -33,9 +33,10 @@ def build_holdout(out_dir: Path, data: dict, encoder_spec: dict, encoder_weights
     return summary
 
 
-def score_holdout(model, vocab, holdout_dir: Path, batch_size: int = 256) -> dict[str, float]:
-    """holdout_bleu1..4 and holdout_attribute_accuracy of greedy captions; {} when there is no holdout set."""
-    from captioning.decoding import greedy_decode
+def score_holdout(model, vocab, holdout_dir: Path, beam_size: int = 1, length_penalty: float = 0.0,
+                  batch_size: int = 256) -> dict[str, float]:
+    """holdout_bleu1..4 and holdout_attribute_accuracy, decoded as the test set is; {} without a holdout set."""
+    from captioning.decoding import decode
     from captioning.features import load_features
     from captioning.metrics import attribute_accuracy, bleu
     from captioning.text import clean, strip_tokens
@@ -47,7 +48,7 @@ def score_holdout(model, vocab, holdout_dir: Path, batch_size: int = 256) -> dic
     references: dict[str, list[list[str]]] = {}
     for image, caption in read_captions(holdout_dir / "captions.csv"):
         references.setdefault(image, []).append(strip_tokens(clean(caption)))
-    predicted = greedy_decode(model, feats, vocab, batch_size)
+    predicted = decode(model, feats, vocab, beam_size, length_penalty, batch_size)
     scores = bleu([references[n] for n in names], predicted)
     captions = {n: " ".join(words) for n, words in zip(names, predicted)}
     scores["attribute_accuracy"] = attribute_accuracy(captions, scenes)

@@ -22,31 +22,6 @@ import pandas as pd
 ARTIFACTS = ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5")
 
 
-class Captioner:
-    """Encoder + decoder + vocabulary from a model directory, ready to caption image files."""
-
-    def __init__(self, model_dir: str | Path):
-        import keras
-
-        from captioning.features import EncoderSpec, build_encoder
-        from captioning.io import read_json
-        from captioning.text import Vocabulary
-
-        model_dir = Path(model_dir)
-        self.spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
-        self.encoder = build_encoder(self.spec, weights_file=model_dir / "encoder.weights.h5")
-        self.model = keras.models.load_model(model_dir / "model.keras")
-        self.vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
-
-    def caption(self, paths: list[str]) -> list[str]:
-        from captioning.decoding import greedy_decode
-        from captioning.features import load_image, preprocess
-
-        images = np.stack([load_image(p, self.spec.image_size) for p in paths])
-        feats = np.asarray(self.encoder(preprocess(images), training=False))
-        return [" ".join(words) for words in greedy_decode(self.model, feats, self.vocab)]
-
-
 def _as_file(value: str, tmp: Path, i: int) -> str:
     """A request's image: an existing path as is, else base64 bytes written to a temporary file."""
     if len(value) < 4096 and Path(value).is_file():
@@ -62,12 +37,19 @@ def _as_file(value: str, tmp: Path, i: int) -> str:
 
 class CaptionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        self.captioner = Captioner(Path(context.artifacts["model.keras"]).parent)
+        from captioning.captioner import Captioner
+
+        decoding = context.model_config or {}
+        self.captioner = Captioner(Path(context.artifacts["model.keras"]).parent,
+                                   decoding.get("beam_size", 1), decoding.get("length_penalty", 0.0))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         with tempfile.TemporaryDirectory() as tmp:
             paths = [_as_file(str(v), Path(tmp), i) for i, v in enumerate(model_input["image"])]
-            return pd.DataFrame({"caption": self.captioner.caption(paths)})
+            captions, errors = self.captioner.caption(paths)
+            if errors:
+                raise ValueError("; ".join(errors.values()))
+            return pd.DataFrame({"caption": [captions[p] for p in paths]})
 
 
 def signature():
@@ -77,8 +59,10 @@ def signature():
     return ModelSignature(inputs=Schema([ColSpec("string", "image")]), outputs=Schema([ColSpec("string", "caption")]))
 
 
-def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None):
-    """Log (and register) the model from `model_dir` into the active run."""
+def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None,
+              decoding: dict | None = None):
+    """Log (and register) the model from `model_dir` into the active run; `decoding` (beam_size,
+    length_penalty) is how the served model decodes, the evaluate stage's settings."""
     import importlib.metadata as md
 
     import captioning
@@ -88,13 +72,15 @@ def log_model(model_dir: str | Path = "models", registered_model_name: str | Non
         name="model", python_model=__file__,
         artifacts={name: str(Path(model_dir) / name) for name in ARTIFACTS},
         code_paths=[str(Path(captioning.__file__).parent)],
-        signature=signature(), pip_requirements=pins,  # explicit: inferring them would load the model
+        signature=signature(), pip_requirements=pins, model_config=decoding or {},  # explicit: inferring them would load the model
         registered_model_name=registered_model_name)
 
 
-def latency_ms(model_dir: str | Path, images: list[str], repeats: int = 3) -> float:
+def latency_ms(model_dir: str | Path, images: list[str], repeats: int = 3, **decoding) -> float:
     """Median milliseconds to caption one image with a loaded model (after one warm-up call)."""
-    captioner = Captioner(model_dir)
+    from captioning.captioner import Captioner
+
+    captioner = Captioner(model_dir, **decoding)
     captioner.caption(images[:1])
     times = []
     for i in range(repeats):

@@ -212,9 +212,10 @@ def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], repor
 
     run_id = read_json(Path(model_dir) / "run.json")["mlflow_run_id"]
     name = params.get("tracking", {}).get("registered_model", "captioning")
+    decoding = {k: params["evaluate"][k] for k in ("beam_size", "length_penalty") if k in params.get("evaluate", {})}
     metrics = {k: float(v) for k, v in scores.items()}
     if latency_images:
-        metrics["caption_latency_ms"] = serving.latency_ms(model_dir, list(latency_images))
+        metrics["caption_latency_ms"] = serving.latency_ms(model_dir, list(latency_images), **decoding)
     with _evaluation_run(params, run_id) as run:
         mlflow.log_metrics(metrics)
         for path in map(Path, reports):
@@ -222,7 +223,7 @@ def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], repor
                 mlflow.log_artifacts(str(path), artifact_path=path.name)
             else:
                 mlflow.log_artifact(str(path))
-        info = serving.log_model(model_dir, registered_model_name=name)
+        info = serving.log_model(model_dir, registered_model_name=name, decoding=decoding)
         promote_if_better(name, info.registered_model_version, metrics.get("bleu4", 0.0))
     return run.info.run_id
 

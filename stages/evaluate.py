@@ -33,7 +33,8 @@ def main() -> None:
     captions = {image: " ".join(words) for image, words in zip(test, predicted)}
     if Path("data/raw/scenes.json").exists():  # the generated dataset knows what is in each image
         scores["attribute_accuracy"] = attribute_accuracy(captions, read_json("data/raw/scenes.json"))
-    scores.update(score_holdout(model, vocab, Path("data/holdout"), cfg["batch_size"]))
+    scores.update(score_holdout(model, vocab, Path("data/holdout"), cfg["beam_size"], cfg["length_penalty"],
+                                cfg["batch_size"]))
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores.update(test_images=len(test), beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"])
 
