@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,4 +21,4 @@ test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 	. $(BIN)/activate && pytest
 
 bench: $(STAMP)  ## throughput / timing figures quoted in the README
-	. $(BIN)/activate && python benchmarks/features_throughput.py && python benchmarks/pipeline_timing.py
+	. $(BIN)/activate && python -m benchmarks.features_throughput && python -m benchmarks.pipeline_timing

@@ -155,7 +155,9 @@ def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
         skipped[Path(path).name] = why
         warnings.warn(f"skipping {why}", stacklevel=1)
 
-    forward = tf.function(lambda x: encoder(preprocess(x), training=False), reduce_retracing=True)
+    # One trace for every batch size: retracing ResNet50 for the last, smaller batch costs ~15 s.
+    signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
+    forward = tf.function(lambda x: encoder(preprocess(x), training=False), input_signature=signature)
     rows, chunks = [], []
     with tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
         for index, images in image_batches(paths, size, batch_size, on_error):
