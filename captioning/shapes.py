@@ -16,11 +16,10 @@ Everything is a pure function of a numpy Generator: same (num_images, seed), sam
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from statistics import NormalDist
 
@@ -28,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from captioning.io import atomic_path
+from captioning.io import atomic_path, write_captions
 
 # -----------------------------------------------------------------------------
 # The vocabulary of the world. Six colours far apart in RGB, so a blurred, noisy JPEG pixel still
@@ -469,23 +468,9 @@ def generate(out_dir: str | Path, num_images: int, seed: int, min_size: int = 20
     if num_images < 1:
         raise ValueError(f"num_images={num_images}: need at least 1")
     exclude = _check_exclude(exclude)
-    digits = max(5, len(str(num_images - 1)))
-    rows: list[tuple[str, str]] = []
-    scenes: dict[str, dict] = {}
-    with atomic_path(out_dir) as tmp:
-        (tmp / "images").mkdir(parents=True)
-        for i in tqdm(range(num_images), desc="shapes", unit="img", disable=not progress):
-            rng = np.random.default_rng([seed, i])
-            scene = make_scene(rng, exclude, min_size=min_size, max_size=max_size)
-            name = f"shape_{i:0{digits}d}.jpg"
-            render_scene(scene).save(tmp / "images" / name, format="JPEG", quality=90)
-            rows.extend((name, caption) for caption in captions_for(scene, rng))
-            scenes[name] = scene
-        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "caption"])
-            writer.writerows(rows)
-        (tmp / "scenes.json").write_text(json.dumps(scenes, indent=1) + "\n", encoding="utf-8")
+    rows, scenes = _write_dataset(out_dir, num_images, "shape", progress,
+                                  lambda i: np.random.default_rng([seed, i]),
+                                  lambda rng: make_scene(rng, exclude, min_size=min_size, max_size=max_size))
     return {"images": num_images, "captions": len(rows),
             "objects": sum(len(s["objects"]) for s in scenes.values())}
 
@@ -501,24 +486,35 @@ def generate_holdout(out_dir: str | Path, num_images: int, seed: int, holdout: I
     pairs = _check_exclude(holdout)
     if not pairs or num_images < 1:
         raise ValueError("generate_holdout: need at least one held-out (colour, shape) pair and one image")
+
+    def draw(rng: np.random.Generator) -> dict:
+        while True:  # rejection sampling: a held-out pair is in roughly 1 scene in 10
+            scene = make_scene(rng, min_size=min_size, max_size=max_size)
+            if any((o["colour"], o["shape"]) in pairs for o in scene["objects"]):
+                return scene
+
+    rows, _ = _write_dataset(out_dir, num_images, "holdout", progress,
+                             lambda i: np.random.default_rng([seed, i, 0x401D]), draw)
+    return {"images": num_images, "captions": len(rows)}
+
+
+def _write_dataset(out_dir: str | Path, num_images: int, prefix: str, progress: bool,
+                   rng_for: Callable[[int], np.random.Generator],
+                   draw: Callable[[np.random.Generator], dict]) -> tuple[list[tuple[str, str]], dict[str, dict]]:
+    """Render `num_images` scenes into out_dir (images/PREFIX_NNNNN.jpg, captions.csv, scenes.json),
+    atomically. Image i's scene and captions come from its own Generator, `rng_for(i)`."""
     digits = max(5, len(str(num_images - 1)))
     rows: list[tuple[str, str]] = []
     scenes: dict[str, dict] = {}
     with atomic_path(out_dir) as tmp:
         (tmp / "images").mkdir(parents=True)
-        for i in tqdm(range(num_images), desc="holdout", unit="img", disable=not progress):
-            rng = np.random.default_rng([seed, i, 0x401D])
-            while True:  # rejection sampling: a held-out pair is in roughly 1 scene in 10
-                scene = make_scene(rng, min_size=min_size, max_size=max_size)
-                if any((o["colour"], o["shape"]) in pairs for o in scene["objects"]):
-                    break
-            name = f"holdout_{i:0{digits}d}.jpg"
+        for i in tqdm(range(num_images), desc=prefix, unit="img", disable=not progress):
+            rng = rng_for(i)
+            scene = draw(rng)
+            name = f"{prefix}_{i:0{digits}d}.jpg"
             render_scene(scene).save(tmp / "images" / name, format="JPEG", quality=90)
             rows.extend((name, caption) for caption in captions_for(scene, rng))
             scenes[name] = scene
-        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "caption"])
-            writer.writerows(rows)
+        write_captions(tmp / "captions.csv", rows)
         (tmp / "scenes.json").write_text(json.dumps(scenes, indent=1) + "\n", encoding="utf-8")
-    return {"images": num_images, "captions": len(rows)}
+    return rows, scenes
