@@ -19,6 +19,7 @@ x100 like BLEU, e.g. "CIDEr 52.1" = 0.521 here).
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 
 from nltk.translate.bleu_score import corpus_bleu
@@ -39,7 +40,7 @@ def bleu(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Seq
 
 
 def coco_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]) -> dict[str, float]:
-    """METEOR, ROUGE-L, CIDEr-D and BLEU-4 by pycocoevalcap (module doc: tokens, scales); needs `java`."""
+    """METEOR, ROUGE-L, CIDEr-D and BLEU-4 by pycocoevalcap (module doc: tokens, scales); METEOR needs `java`."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.meteor.meteor import Meteor
@@ -47,16 +48,19 @@ def coco_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Seque
 
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference lists for {len(hypotheses)} hypotheses")
-    if shutil.which("java") is None:
-        raise RuntimeError("METEOR needs Java on the PATH (e.g. apt-get install default-jre-headless)")
     gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
     res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
-    bleu4 = Bleu(4).compute_score(gts, res, verbose=0)[0][3]
+    scores = {"rouge_l": float(Rouge().compute_score(gts, res)[0]),
+              "cider": float(Cider().compute_score(gts, res)[0]),
+              "coco_bleu4": float(Bleu(4).compute_score(gts, res, verbose=0)[0][3])}
+    if shutil.which("java") is None:  # the rest of the pipeline needs no Java: skip, don't crash
+        warnings.warn("METEOR skipped: it needs Java on the PATH (e.g. apt-get install default-jre-headless)",
+                      stacklevel=2)
+        return scores
     meteor = Meteor()  # starts Java: seconds, so one call scores the whole test set
-    meteor_score = meteor.compute_score(gts, res)[0]
+    scores["meteor"] = float(meteor.compute_score(gts, res)[0])
     del meteor  # stops the Java process (Meteor.__del__)
-    return {"meteor": float(meteor_score), "rouge_l": float(Rouge().compute_score(gts, res)[0]),
-            "cider": float(Cider().compute_score(gts, res)[0]), "coco_bleu4": float(bleu4)}
+    return scores
 
 
 def human_bleu(references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float]:

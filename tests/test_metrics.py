@@ -104,3 +104,15 @@ def test_attribute_accuracy_counts_objects_named_with_colour_and_shape():
     assert attribute_accuracy(predictions, scenes) == pytest.approx(2 / 3)
     assert attribute_accuracy({"x": "a red circle and a red circle"}, scenes) == pytest.approx(1 / 2)
     assert attribute_accuracy({}, scenes) == 0.0
+
+
+def test_coco_scores_without_java_skip_meteor_with_a_warning(monkeypatch):
+    import shutil
+
+    from captioning import metrics
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    refs = [[["a", "red", "circle"], ["a", "red", "disc"]], [["blue", "box"], ["a", "blue", "square"]]]
+    with pytest.warns(UserWarning, match="METEOR skipped: it needs Java"):
+        scores = metrics.coco_scores(refs, [["a", "red", "circle"], ["blue", "box"]])
+    assert "meteor" not in scores and scores["cider"] > 0 and 0 < scores["rouge_l"] <= 1
