@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "data.shapes.num_images": 40,
+    "data.shapes.holdout_images": 6,
     "features.image_size": 64,
     "features.batch_size": 16,
     "model.units": 32,
