@@ -24,6 +24,7 @@ TINY = {
     "train.epochs": 2,
     "train.batch_size": 64,
     "evaluate.num_samples": 5,
+    "evaluate.beam_size": 3,  # the default is greedy; exercise beam search end to end
 }
 
 
