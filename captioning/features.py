@@ -12,6 +12,7 @@ weights the training features came from, also when they are randomly initialised
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -143,6 +144,16 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int,
     return ds.batch(batch_size).prefetch(2)  # decode the next batches while the model runs
 
 
+@functools.lru_cache(maxsize=4)
+def _forward(encoder, size: int):
+    """The encoder's forward pass as one graph for every batch size (traced once per encoder:
+    retracing ResNet50 for the last, smaller batch alone cost ~15 s)."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
+    return tf.function(lambda x: encoder(preprocess(x), training=False), input_signature=signature)
+
+
 def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
             progress: bool = True) -> ExtractionResult:
     """Encode every readable image; returns names, features and the skipped images with reasons."""
@@ -155,9 +166,7 @@ def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
         skipped[Path(path).name] = why
         warnings.warn(f"skipping {why}", stacklevel=1)
 
-    # One trace for every batch size: retracing ResNet50 for the last, smaller batch costs ~15 s.
-    signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
-    forward = tf.function(lambda x: encoder(preprocess(x), training=False), input_signature=signature)
+    forward = _forward(encoder, size)
     rows, chunks = [], []
     with tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
         for index, images in image_batches(paths, size, batch_size, on_error):
