@@ -138,7 +138,7 @@ def next_word_probs(model, features: np.ndarray, prefixes: np.ndarray, step: int
     it is sliced batch by batch, so the full (n, max_length, vocab) array never exists.
     Batched without Keras' fit-time overhead (a direct call, not model.predict).
     """
-    call = _compiled(model) if isinstance(model, keras.Model) else lambda f, p: model([f, p], training=False)
+    call = _forward(model)
     out = []
     for i in range(0, len(features), batch_size):
         probs = np.asarray(call(features[i:i + batch_size], prefixes[i:i + batch_size]))
@@ -148,9 +148,14 @@ def next_word_probs(model, features: np.ndarray, prefixes: np.ndarray, step: int
 
 def predict(model, features: np.ndarray, tokens: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """The model's whole output for many (features, tokens) inputs, batch by batch."""
-    call = _compiled(model) if isinstance(model, keras.Model) else lambda f, p: model([f, p], training=False)
+    call = _forward(model)
     return np.concatenate([np.asarray(call(features[i:i + batch_size], tokens[i:i + batch_size]))
                            for i in range(0, len(features), batch_size)])
+
+
+def _forward(model):
+    """model([features, tokens]) as a function: compiled for Keras models, as is for plain callables."""
+    return _compiled(model) if isinstance(model, keras.Model) else lambda f, p: model([f, p], training=False)
 
 
 @functools.lru_cache(maxsize=4)

@@ -157,7 +157,6 @@ def _forward(encoder, size: int):
 def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
             progress: bool = True) -> ExtractionResult:
     """Encode every readable image; returns names, features and the skipped images with reasons."""
-    import tensorflow as tf
     from tqdm import tqdm
 
     skipped: dict[str, str] = {}

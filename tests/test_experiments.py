@@ -9,7 +9,6 @@ store.
 import base64
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from captioning.text import END, START, Vocabulary, clean, clean_rows, encode_padded, fit_vocabulary, normalise, strip_tokens
+from captioning.text import END, START, Vocabulary, clean, clean_rows, encode_padded, fit_vocabulary, strip_tokens
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 

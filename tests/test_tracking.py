@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import mlflow
-import pytest
 
 from captioning import tracking
 
