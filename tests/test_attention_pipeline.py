@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_pipeline import TINY, clone, dvc
+from conftest import TINY, clone, dvc
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from test_pipeline import REPO, TINY, clone, dvc
+from conftest import REPO, TINY, clone, dvc
 
 sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_ui_check import free_port, post, server, ui_runs  # noqa: E402

@@ -9,60 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import TINY, clone, dvc
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "data.shapes.num_images": 40,
-    "data.shapes.holdout_images": 6,
-    "features.image_size": 64,
-    "features.batch_size": 16,
-    "model.units": 32,
-    "model.embedding_dim": 16,
-    "train.epochs": 2,
-    "train.batch_size": 64,
-    "evaluate.num_samples": 5,
-    "evaluate.beam_size": 3,  # the default is greedy; exercise beam search end to end
-}
-
-
-def set_param(params: dict, dotted: str, value) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        params = params[key]
-    params[leaf] = value
-
-
-def clone(dest: Path, overrides: dict) -> Path:
-    """A git repo holding this working tree's files (committed or not, never ignored ones)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, check=True, capture_output=True, text=True).stdout.split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for key, value in overrides.items():
-        set_param(params, key, value)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for metrics in (dest / "metrics").glob("*"):
-        metrics.unlink()  # outputs of the last real run: the clone must make its own
-    git = lambda *a: subprocess.run(["git", *a], cwd=dest, check=True, capture_output=True)
-    git("init", "-q")
-    git("add", "-A")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
-    return dest
-
-
-def dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout
-
 
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> Path:

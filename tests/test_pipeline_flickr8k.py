@@ -17,7 +17,7 @@ import zipfile
 
 import pytest
 from test_flickr8k import _images_zip, _token_lines
-from test_pipeline import TINY, clone, dvc
+from conftest import TINY, clone, dvc
 
 from captioning import flickr8k
 
