@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.preprocessing import StandardScaler
 
-from captioning import shapes
+from captioning.datasets import shapes
 from captioning.features import EncoderSpec, build_encoder, preprocess
 
 ATTRIBUTES = {"colour": len(shapes.COLOURS), "shape": len(shapes.SHAPES), "size": len(shapes.SIZES),

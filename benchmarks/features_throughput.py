@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from captioning import shapes
+from captioning.datasets import shapes
 from captioning.features import EncoderSpec, build_encoder, extract, preprocess
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/flickr8k/images_sample/resized224_test"

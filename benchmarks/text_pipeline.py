@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from captioning import flickr8k
+from captioning.datasets import flickr8k
 from captioning.split import official_split, random_split
 from captioning.text import clean_rows, encode_padded, fit_vocabulary
 

@@ -34,11 +34,12 @@ def captions(path: Path, n: int, seed: int = 0) -> np.ndarray:
 
 
 def run_one(architecture: str, args) -> dict:
-    import keras
+    import keras  # here, not at the top: each architecture runs in its own process for a clean RSS
 
-    from captioning.model import build
-    from captioning.training import TrainConfig, caption_batches, count_pairs, fit, prefix_pairs
+    from captioning import models
+    from captioning.training import TrainConfig, fit
 
+    arch = models.get(architecture)
     seqs = captions(args.tokens, args.captions)
     vocab_size, max_length = int(seqs.max()) + 1, seqs.shape[1]
     images = max(len(seqs) // 5, 1)
@@ -46,20 +47,19 @@ def run_one(architecture: str, args) -> dict:
     rng = np.random.default_rng(0)
     if architecture == "soft_attention":
         feats = rng.random((images, args.regions, 2048), dtype=np.float32).astype(np.float16)
-        batches = caption_batches
     else:
         feats = rng.random((images, 2048), dtype=np.float32)
-        batches = prefix_pairs
     keras.utils.set_random_seed(0)
-    params = {"architecture": architecture, "units": 256, "embedding_dim": 128, "dropout": 0.3, "attention_lambda": 1.0}
-    model = build(params, vocab_size, max_length, feats.shape[1:])
-    train = batches(seqs, rows, feats, args.batch_size, seed=0)
-    val = batches(seqs[: args.batch_size], rows[: args.batch_size], feats, args.batch_size, 0, shuffle=False)
-    config = TrainConfig(epochs=2, batch_size=args.batch_size, patience=5)
-    history = fit(model, train, val, config, teacher_forcing=architecture == "soft_attention")
+    model = arch.build(vocab_size, max_length, feats.shape[1:], units=256, embedding_dim=128, dropout=0.3,
+                       attention_lambda=1.0)
+    train = arch.batches(seqs, rows, feats, args.batch_size, seed=0)
+    val = arch.batches(seqs[: args.batch_size], rows[: args.batch_size], feats, args.batch_size, 0, shuffle=False)
+    config = TrainConfig(seed=0, epochs=2, batch_size=args.batch_size, learning_rate=1e-3, patience=5,
+                         lr_schedule="constant", clipnorm=None, early_stopping="val_loss")
+    history = fit(model, arch, train, val, config)
     seconds = history["epoch_seconds"][-1]  # the first epoch includes tracing
-    return {"architecture": architecture, "captions": len(seqs), "samples": len(seqs) if architecture ==
-            "soft_attention" else count_pairs(seqs), "epoch_seconds": round(seconds, 2),
+    return {"architecture": architecture, "captions": len(seqs), "samples": arch.count_samples(seqs),
+            "epoch_seconds": round(seconds, 2),
             "captions_per_s": round(len(seqs) / seconds, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 

@@ -9,23 +9,28 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
+import matplotlib
 
-from captioning.text import START, Vocabulary
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from captioning import models  # noqa: E402
+from captioning.decoding import greedy_decode, predict  # noqa: E402
+from captioning.io import atomic_path, write_json  # noqa: E402
+from captioning.text import START, Vocabulary  # noqa: E402
 
 
 def caption_attention(model, features: np.ndarray, vocab: Vocabulary,
                       batch_size: int = 256) -> list[tuple[list[str], np.ndarray]]:
     """Greedy captions and, per caption, the attention (words, regions) that produced each word."""
-    from captioning.attention import attention_model
-    from captioning.decoding import greedy_decode, predict
-
     captions = greedy_decode(model, features, vocab, batch_size)
     tokens = np.zeros((len(captions), vocab.max_length), dtype=np.int32)
     for row, words in enumerate(captions):
         ids = [vocab.index[START], *vocab.encode(" ".join(words))][: vocab.max_length]
         tokens[row, : len(ids)] = ids
-    alphas = predict(attention_model(model), features, tokens, batch_size)  # (n, max_length, R)
+    alphas = predict(models.of(model).attention(model), features, tokens, batch_size)  # (n, max_length, R)
     # The word at position t+1 was predicted at position t, from that step's attention.
     return [(words, alphas[row, : len(words)]) for row, words in enumerate(captions)]
 
@@ -33,14 +38,6 @@ def caption_attention(model, features: np.ndarray, vocab: Vocabulary,
 def attention_figure(image_path: str | Path, words: list[str], alphas: np.ndarray, out_path: str | Path,
                      size: int = 224, columns: int = 5) -> Path:
     """Save the image plus one panel per word with its attention (regions = a square grid) overlaid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from captioning.io import atomic_path
-
     side = math.isqrt(alphas.shape[-1])
     if side * side != alphas.shape[-1]:
         raise ValueError(f"{alphas.shape[-1]} attention regions are not a square grid")
@@ -75,8 +72,6 @@ def write_attention_maps(model, features: np.ndarray, images: list[str], image_d
     A model without attention (merge_bilstm) or no images gives an empty index, so the directory is
     always a valid pipeline output.
     """
-    from captioning.io import atomic_path, write_json
-
     index = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -89,4 +84,4 @@ def write_attention_maps(model, features: np.ndarray, images: list[str], image_d
 
 
 def is_attention_model(model) -> bool:
-    return any(layer.name == "decoder" for layer in model.layers) and model.name == "soft_attention"
+    return models.of(model).attention is not None

@@ -18,9 +18,9 @@ FILES = ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5")
 
 class Captioner:
     def __init__(self, model_dir: str | Path, beam_size: int = 1, length_penalty: float = 0.0):
-        from captioning.features import EncoderSpec, build_encoder
+        from captioning.features import load_encoder
         from captioning.io import read_json
-        from captioning.model import load_model
+        from captioning.models import load_model
         from captioning.text import Vocabulary
 
         model_dir = Path(model_dir)
@@ -28,8 +28,7 @@ class Captioner:
             if not (model_dir / name).exists():
                 raise DataError(f"{model_dir / name}: not found; train a model first (dvc repro) or pass --model DIR")
         self.model_dir, self.beam_size, self.length_penalty = model_dir, beam_size, length_penalty
-        self.spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
-        self.encoder = build_encoder(self.spec, weights_file=model_dir / "encoder.weights.h5")
+        self.spec, self.encoder = load_encoder(model_dir)
         self.model = load_model(model_dir / "model.keras")
         self.vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
 

@@ -61,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 def _evaluate_params() -> dict:
     import yaml
 
-    from captioning.io import load_params
-
     try:
-        return load_params().get("evaluate") or {}
+        with open("params.yaml", encoding="utf-8") as f:
+            return yaml.safe_load(f).get("evaluate") or {}
     except (OSError, AttributeError, yaml.YAMLError):  # not in the project directory (or an unrelated params.yaml)
         return {}
 

@@ -1,11 +1,9 @@
 """Turning next-word probabilities into captions: greedy and beam search, batched over images.
 
 Both decoders talk to the model through one small step interface, `next_word_probs`, so they work
-for any architecture that maps (image features, caption tokens so far, zero-padded to max_length)
-to either
-  - next-word probabilities (n, vocab)                   e.g. merge_bilstm, or
-  - probabilities at every position (n, max_length, vocab), the word at step t read at t - 1,
-    e.g. a teacher-forced decoder such as soft_attention.
+for any registered architecture: the model maps (image features, caption tokens so far,
+zero-padded to max_length) to its output, and the architecture says where the next word's
+probabilities sit in it (captioning/models/: `Architecture.next_word`).
 
 Every step feeds all unfinished captions of all images (all their beams) through the model at once,
 so a test set of hundreds of images costs max_length model calls, not hundreds of times that.
@@ -31,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from captioning import models
 from captioning.text import END, START, Vocabulary
 
 
@@ -133,17 +132,14 @@ def beam_decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int =
 def next_word_probs(model, features: np.ndarray, prefixes: np.ndarray, step: int, batch_size: int = 256) -> np.ndarray:
     """(n, vocab) probabilities of the word at position `step` given the tokens before it.
 
-    `prefixes` holds the start token and the words so far, zero-padded to max_length. A model that
-    predicts every position at once (3-D output) has the prediction for step t at position t - 1;
-    it is sliced batch by batch, so the full (n, max_length, vocab) array never exists.
+    `prefixes` holds the start token and the words so far, zero-padded to max_length. The step's
+    probabilities are taken batch by batch (`Architecture.next_word`), so a model that predicts
+    every position at once never builds the full (n, max_length, vocab) array.
     Batched without Keras' fit-time overhead (a direct call, not model.predict).
     """
-    call = _forward(model)
-    out = []
-    for i in range(0, len(features), batch_size):
-        probs = np.asarray(call(features[i:i + batch_size], prefixes[i:i + batch_size]))
-        out.append(probs[:, step - 1] if probs.ndim == 3 else probs)
-    return np.concatenate(out)
+    call, next_word = _forward(model), models.of(model).next_word
+    return np.concatenate([next_word(np.asarray(call(features[i:i + batch_size], prefixes[i:i + batch_size])), step)
+                           for i in range(0, len(features), batch_size)])
 
 
 def predict(model, features: np.ndarray, tokens: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
-from captioning.io import DataError
+from captioning.io import DataError, atomic_path, read_json, write_json
 
 FEATURE_DIM = 2048
 
@@ -73,8 +76,6 @@ def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
     `weights_file` (a saved encoder) takes precedence over `spec.weights`: that is how captioning
     reuses the training encoder bit for bit.
     """
-    import keras
-
     shape = (spec.image_size, spec.image_size, 3)
     if weights_file is not None:
         model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.keras_pooling,
@@ -104,6 +105,22 @@ def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
     return model
 
 
+ENCODER_SPEC, ENCODER_WEIGHTS = "encoder.json", "encoder.weights.h5"  # in a model directory
+
+
+def save_encoder(model_dir: str | Path, spec: EncoderSpec, encoder) -> None:
+    """The encoder's spec and exact weights, beside the caption model (atomically)."""
+    with atomic_path(Path(model_dir) / ENCODER_WEIGHTS) as tmp:
+        encoder.save_weights(tmp)
+    write_json(Path(model_dir) / ENCODER_SPEC, spec.to_json())
+
+
+def load_encoder(model_dir: str | Path) -> tuple[EncoderSpec, keras.Model]:
+    """The encoder `save_encoder` wrote: same spec, same weights, bit for bit."""
+    spec = EncoderSpec(**read_json(Path(model_dir) / ENCODER_SPEC))
+    return spec, build_encoder(spec, weights_file=Path(model_dir) / ENCODER_WEIGHTS)
+
+
 def as_regions(features):
     """(n, h, w, c) feature maps -> (n, h*w, c) float16 regions in row-major order, as stored;
     pooled (n, c) vectors unchanged."""
@@ -115,8 +132,6 @@ def as_regions(features):
 
 def preprocess(images):
     """ResNet50's own input preprocessing (RGB->BGR, ImageNet mean subtracted), as its weights expect."""
-    import keras
-
     return keras.applications.resnet50.preprocess_input(images)
 
 
@@ -130,8 +145,6 @@ class ExtractionResult:
 def image_batches(paths: Sequence[Path], size: int, batch_size: int,
                   on_error: Callable[[Path, str], None]):
     """A tf.data pipeline of (index, image) batches; unreadable images are reported and left out."""
-    import tensorflow as tf
-
     def generate() -> Iterator[tuple[int, np.ndarray]]:
         for i, path in enumerate(paths):
             try:
@@ -148,8 +161,6 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int,
 def _forward(encoder, size: int):
     """The encoder's forward pass as one graph for every batch size (traced once per encoder:
     retracing ResNet50 for the last, smaller batch alone cost ~15 s)."""
-    import tensorflow as tf
-
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
     return tf.function(lambda x: encoder(preprocess(x), training=False), input_signature=signature)
 
@@ -157,8 +168,6 @@ def _forward(encoder, size: int):
 def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
             progress: bool = True) -> ExtractionResult:
     """Encode every readable image; returns names, features and the skipped images with reasons."""
-    from tqdm import tqdm
-
     skipped: dict[str, str] = {}
 
     def on_error(path: Path, why: str) -> None:

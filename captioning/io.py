@@ -8,6 +8,7 @@ cache) to trust.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -16,17 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 
 class DataError(ValueError):
     """Bad input data: the message names the file/field and says what to do."""
-
-
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """The project's one configuration file, as a nested dict."""
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
 
 
 @contextlib.contextmanager
@@ -67,8 +61,6 @@ def read_json(path: str | Path) -> Any:
 
 def read_captions(path: str | Path) -> list[tuple[str, str]]:
     """(image, caption) rows of a captions.csv with header `image,caption`."""
-    import csv
-
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -82,8 +74,6 @@ def read_captions(path: str | Path) -> list[tuple[str, str]]:
 
 def write_captions(path: str | Path, rows: list[tuple[str, str]]) -> None:
     """Write (image, caption) rows as captions.csv, atomically."""
-    import csv
-
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")

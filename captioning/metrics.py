@@ -23,6 +23,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 from nltk.translate.bleu_score import corpus_bleu
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+
+from captioning.datasets.shapes import attribute_hits
 
 BLEU_WEIGHTS = {
     1: (1.0,),
@@ -41,11 +47,6 @@ def bleu(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Seq
 
 def coco_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]) -> dict[str, float]:
     """METEOR, ROUGE-L, CIDEr-D and BLEU-4 by pycocoevalcap (module doc: tokens, scales); METEOR needs `java`."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference lists for {len(hypotheses)} hypotheses")
     gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
@@ -72,8 +73,6 @@ def human_bleu(references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float
 
 def attribute_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, dict]) -> float:
     """Share of objects (over all scored images) whose colour and shape the caption names right."""
-    from captioning.shapes import attribute_hits
-
     hits = total = 0
     for image, caption in predictions.items():
         h, t = attribute_hits(caption, scenes[image])

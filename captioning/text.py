@@ -8,7 +8,7 @@ token file. The vocabulary is fitted on training captions only and saved as JSON
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -46,6 +46,15 @@ def clean(caption: str) -> str:
 def strip_tokens(caption: str) -> list[str]:
     """The words of a cleaned caption without start/end tokens (what BLEU scores)."""
     return [w for w in caption.split() if w not in (START, END, PAD)]
+
+
+def references(rows: Iterable[tuple[str, str]]) -> dict[str, list[list[str]]]:
+    """Each image's captions as the word lists BLEU scores against, from raw or cleaned (image, caption) rows."""
+    refs: dict[str, list[list[str]]] = defaultdict(list)
+    for image, caption in rows:
+        if words := strip_tokens(normalise(caption)):
+            refs[image].append(words)
+    return dict(refs)
 
 
 @dataclass(frozen=True)

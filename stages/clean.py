@@ -4,6 +4,7 @@ import warnings
 
 from captioning.io import read_captions, write_captions, write_json
 from captioning.text import clean_rows
+from stages import run
 
 
 def main() -> None:
@@ -17,4 +18,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

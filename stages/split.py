@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from captioning.io import read_captions, read_json, load_params, write_json
+from captioning.io import DataError, read_captions, read_json, write_json
 from captioning.split import official_split, random_split
+from stages import load_params, run
 
 
 def main() -> None:
@@ -17,10 +18,10 @@ def main() -> None:
         lists = read_json("data/raw/splits.json") if Path("data/raw/splits.json").exists() else {}
         splits = official_split(images, lists)
     else:
-        raise SystemExit(f"params.yaml split.scheme={cfg['scheme']!r}: use random or official")
+        raise DataError(f"params.yaml split.scheme={cfg['scheme']!r}: use random or official")
     write_json("data/split.json", splits)
     print({k: len(v) for k, v in splits.items()})
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

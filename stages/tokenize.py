@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from captioning.io import atomic_path, load_params, read_captions, read_json, write_json
+from captioning.io import atomic_path, read_captions, read_json, write_json
 from captioning.text import encode_padded, fit_vocabulary
+from stages import load_params, run
 
 
 def main() -> None:
@@ -26,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,6 +1,7 @@
 """Shared test helpers: the real Flickr8k files, tiny pipeline clones run with dvc, a local HTTP server."""
 
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -8,12 +9,15 @@ import socket
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+
+from captioning.datasets import flickr8k
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
@@ -34,6 +38,26 @@ def sample_images(flickr8k_dir) -> list[Path]:
 
 def pytest_configure(config):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+
+def flickr8k_token_lines(flickr8k_dir: Path, names: set[str]) -> str:
+    """The real Flickr8k.token.txt lines of just these images."""
+    lines = (flickr8k_dir / flickr8k.TOKEN_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(line for line in lines if line.split("#", 1)[0] in names)
+
+
+def flickr8k_images_zip(paths: list[Path], corrupt: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
+    """Flicker8k_Dataset/<name>.jpg like the official zip; `corrupt` flips one byte of that image."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for p in paths:
+            data = bytearray(p.read_bytes())
+            if p.name == corrupt:
+                data[len(data) // 2] ^= 0xFF
+            zf.writestr(f"Flicker8k_Dataset/{p.name}", bytes(data))
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return buf.getvalue()
 
 
 # -----------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from captioning.decoding import beam_decode, decode, greedy_decode, next_word_probs
-from captioning.model import build_model
+from captioning.models import merge_bilstm
 from captioning.text import END, PAD, START, UNK, Vocabulary
 
 WORDS = [PAD, UNK, START, END, "a", "b", "c", "d"]
@@ -17,6 +17,8 @@ class TableModel:
     """A fake step model: next-word probabilities looked up from the words so far (a callable like a
     Keras model: [features, prefixes] -> (n, vocab)). Unlisted prefixes spread their mass evenly over
     the `fallback` list (a word listed twice gets twice the mass)."""
+
+    name = "merge_bilstm"  # decodes like it: the output is the next word's probabilities
 
     def __init__(self, table: dict[tuple[str, ...], dict[str, float]], fallback=("a", "b", "c", "d")):
         self.table, self.fallback, self.calls = table, fallback, 0
@@ -36,6 +38,8 @@ class TableModel:
 
 class AllPositions:
     """The same model seen as a teacher-forced decoder: (n, max_length, vocab), step t at t - 1."""
+
+    name = "soft_attention"  # decodes like it: step t's word at position t - 1
 
     def __init__(self, step_model):
         self.step_model = step_model
@@ -69,8 +73,7 @@ def test_greedy_is_myopic_and_beam_3_finds_the_more_likely_caption():
 def test_beam_1_is_greedy():
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)  # the random model must give different images different captions
-    model = build_model(vocab_size=len(WORDS), max_length=6, units=8, embedding_dim=4, dropout=0.0,
-                        feature_dim=3)
+    model = merge_bilstm.build(len(WORDS), 6, (3,), units=8, embedding_dim=4, dropout=0.0)
     x = rng.normal(size=(12, 3)).astype("float32") * 3
     greedy = greedy_decode(model, x, vocab())
     assert beam_decode(model, x, vocab(), beam_size=1, length_penalty=0.7) == greedy
@@ -116,8 +119,7 @@ def test_length_normalisation_changes_the_choice():
 
 def test_batched_equals_one_image_at_a_time_and_is_one_model_call_per_step():
     rng = np.random.default_rng(1)
-    model = build_model(vocab_size=len(WORDS), max_length=7, units=8, embedding_dim=4, dropout=0.0,
-                        feature_dim=3)
+    model = merge_bilstm.build(len(WORDS), 7, (3,), units=8, embedding_dim=4, dropout=0.0)
     x = rng.normal(size=(6, 3)).astype("float32") * 3
     together = beam_decode(model, x, vocab(7), beam_size=3, length_penalty=0.7, batch_size=4)
     alone = [beam_decode(model, x[i:i + 1], vocab(7), beam_size=3, length_penalty=0.7)[0] for i in range(6)]

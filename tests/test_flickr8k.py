@@ -13,13 +13,13 @@ import io
 import json
 import logging
 import re
-import socket
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from captioning import flickr8k
+from captioning.datasets import flickr8k
+from conftest import flickr8k_images_zip, flickr8k_token_lines
 from captioning.io import DataError
 
 PHANTOM = "2258277193_586949ec62.jpg.1"
@@ -42,11 +42,6 @@ def all_205(originals, sample_images) -> list[Path]:
     return originals + sample_images
 
 
-def _token_lines(flickr8k_dir: Path, names: set[str]) -> str:
-    lines = (flickr8k_dir / flickr8k.TOKEN_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
-    return "".join(line for line in lines if line.split("#", 1)[0] in names)
-
-
 def _kaggle_lines(flickr8k_dir: Path, names: set[str]) -> str:
     lines = (flickr8k_dir / "captions.txt").read_text(encoding="utf-8").splitlines(keepends=True)
     return lines[0] + "".join(line for line in lines[1:] if line.split(",", 1)[0] in names)
@@ -57,22 +52,8 @@ def _split_text(flickr8k_dir: Path, split: str, names: set[str] | None) -> str:
     return "".join(line for line in lines if names is None or line.strip() in names)
 
 
-def _images_zip(paths: list[Path], corrupt: str | None = None, extra: dict[str, bytes] | None = None) -> bytes:
-    """Flicker8k_Dataset/<name>.jpg like the official zip; `corrupt` flips one byte of that image."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for p in paths:
-            data = bytearray(p.read_bytes())
-            if p.name == corrupt:
-                data[len(data) // 2] ^= 0xFF
-            zf.writestr(f"Flicker8k_Dataset/{p.name}", bytes(data))
-        for name, data in (extra or {}).items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def _text_zip(flickr8k_dir: Path, names: set[str], filter_splits: bool = True, leave_out: str | None = None) -> bytes:
-    files = {flickr8k.TOKEN_FILE: _token_lines(flickr8k_dir, names)}
+    files = {flickr8k.TOKEN_FILE: flickr8k_token_lines(flickr8k_dir, names)}
     for split, fname in flickr8k.SPLIT_FILES.items():
         files[fname] = _split_text(flickr8k_dir, split, names if filter_splits else None)
     buf = io.BytesIO()
@@ -154,7 +135,7 @@ def _original_layout(root: Path, flickr8k_dir: Path, images: list[Path], full_te
     if full_text:
         (text / flickr8k.TOKEN_FILE).symlink_to(flickr8k_dir / flickr8k.TOKEN_FILE)
     else:
-        (text / flickr8k.TOKEN_FILE).write_text(_token_lines(flickr8k_dir, names))
+        (text / flickr8k.TOKEN_FILE).write_text(flickr8k_token_lines(flickr8k_dir, names))
     for split, fname in flickr8k.SPLIT_FILES.items():
         (text / fname).symlink_to(flickr8k_dir / fname)
     return root
@@ -192,7 +173,7 @@ def test_original_and_kaggle_layouts_give_identical_captions(tmp_path, flickr8k_
 def test_real_token_file_reports_the_phantom_key(tmp_path, flickr8k_dir, originals, caplog):
     local = _original_layout(tmp_path / "local", flickr8k_dir, originals, full_text=True,
                              image_dir="Flickr8k_Dataset")  # the corrected spelling is accepted too
-    with caplog.at_level(logging.WARNING, logger="captioning.flickr8k"):
+    with caplog.at_level(logging.WARNING, logger="captioning.datasets.flickr8k"):
         s = flickr8k.import_local(local, tmp_path / "raw", progress=False)
     assert PHANTOM in s["missing_images"]
     assert len(s["missing_images"]) == 8092 - 5  # every key but ours (the 8,086 absent images + phantom)
@@ -249,7 +230,7 @@ def test_empty_short_and_uncaptioned_are_counted_not_fatal(tmp_path, originals, 
     (local / "captions.txt").write_text(
         f"image,caption\n{a},A dog runs on grass .\n{a},\n{a},dogs racing\n{b},A child plays .\n"
         f"{PHANTOM},A phantom caption .\n")
-    with caplog.at_level(logging.WARNING, logger="captioning.flickr8k"):
+    with caplog.at_level(logging.WARNING, logger="captioning.datasets.flickr8k"):
         s = flickr8k.import_local(local, tmp_path / "raw", progress=False)
     assert s["missing_images"] == [PHANTOM] and s["empty_captions"] == 1 and s["short_captions"] == 1
     assert s["uncaptioned_images"] == 3 and s["images"] == 2 and s["captions"] == 3
@@ -269,139 +250,6 @@ def test_import_local_refuses_unknown_layouts_and_partial_split_lists(tmp_path, 
     with pytest.raises(DataError, match="Flickr_8k.devImages.txt not found"):
         flickr8k.import_local(local, tmp_path / "raw", progress=False)
     assert not (tmp_path / "raw").exists()
-
-
-# -----------------------------------------------------------------------------
-# download
-
-def test_download_complete_and_skip_when_present(tmp_path, server):
-    body = bytes(range(256)) * 1000
-    server.files["/f.zip"] = body
-    dest = flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False, chunk=4096)
-    assert dest.read_bytes() == body and not (tmp_path / "f.zip.part").exists()
-    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
-    assert len(server.requests) == 1  # a complete dest needs no network
-
-
-def test_download_resumes_after_a_dropped_connection(tmp_path, server):
-    body = bytes(range(256)) * 4000
-    server.files["/f.zip"] = body
-    server.drops["/f.zip"] = 1
-    dest = flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False, chunk=8192)
-    assert dest.read_bytes() == body
-    assert server.requests == [("/f.zip", None), ("/f.zip", f"bytes={len(body) // 2}-")]
-
-
-def test_download_keeps_part_across_runs_and_resumes(tmp_path, server):
-    body = bytes(range(256)) * 4000
-    server.files["/f.zip"] = body
-    server.drops["/f.zip"] = 1 + flickr8k.RESUME_ATTEMPTS  # every try in this call is cut short
-    with pytest.raises(DataError, match=r"/f\.zip: download interrupted .*rerun to resume"):
-        flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
-    part = tmp_path / "f.zip.part"
-    kept = part.stat().st_size
-    assert len(body) // 2 < kept < len(body) and not (tmp_path / "f.zip").exists()  # each try made progress
-    assert len(server.requests) == 1 + flickr8k.RESUME_ATTEMPTS
-    server.requests.clear()
-    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
-    assert (tmp_path / "f.zip").read_bytes() == body and not part.exists()
-    assert server.requests == [("/f.zip", f"bytes={kept}-")]
-
-
-def test_download_restarts_from_zero_when_server_ignores_range(tmp_path, server):
-    body = b"x" * 50_000
-    server.files["/f.zip"] = body
-    server.ignore_range = True
-    (tmp_path / "f.zip.part").write_bytes(b"stale bytes of something else")
-    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
-    assert (tmp_path / "f.zip").read_bytes() == body
-    assert server.requests[0][1] == "bytes=29-"  # asked to resume, got 200, rewrote cleanly
-
-
-def test_download_stale_part_longer_than_file_starts_over(tmp_path, server):
-    body = b"y" * 1000
-    server.files["/f.zip"] = body
-    (tmp_path / "f.zip.part").write_bytes(b"z" * 5000)
-    flickr8k.download(server.url("/f.zip"), tmp_path / "f.zip", progress=False)
-    assert (tmp_path / "f.zip").read_bytes() == body
-    assert [r[1] for r in server.requests] == ["bytes=5000-", None]
-
-
-def test_download_404_names_url_and_fix(tmp_path, server):
-    url = server.url("/nope.zip")
-    with pytest.raises(DataError, match=rf"^{re.escape(url)}: HTTP 404 .*data\.flickr8k\.local_dir"):
-        flickr8k.download(url, tmp_path / "nope.zip", progress=False)
-    assert not list(tmp_path.iterdir())
-
-
-def test_download_refused_connection_names_url(tmp_path, closed_port):
-    url = f"http://127.0.0.1:{closed_port}/Flickr8k_Dataset.zip"
-    with pytest.raises(DataError, match=rf"^{re.escape(url)}: cannot connect .*refused"):
-        flickr8k.download(url, tmp_path / "x.zip", progress=False, timeout=5)
-
-
-def test_download_timeout_names_url(tmp_path):
-    with socket.socket() as s:  # accepts connections (kernel backlog) but never answers
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        url = f"http://127.0.0.1:{s.getsockname()[1]}/slow.zip"
-        with pytest.raises(DataError, match=rf"^{re.escape(url)}: .*(timed out|timeout)"):
-            flickr8k.download(url, tmp_path / "slow.zip", progress=False, timeout=0.2)
-
-
-# -----------------------------------------------------------------------------
-# safe_extract
-
-def _zip_with(tmp_path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
-    path = tmp_path / "evil.zip"
-    with zipfile.ZipFile(path, "w") as zf:
-        for info, data in entries:
-            zf.writestr(info, data)
-    return path
-
-
-@pytest.mark.parametrize("name, reason", [
-    ("../evil.txt", r"'\.\.' in path"),
-    ("ok/../../evil.txt", r"'\.\.' in path"),
-    ("/tmp/abs_evil.txt", "absolute path"),
-    ("C:\\evil.txt", "absolute path"),
-])
-def test_safe_extract_refuses_escaping_entries(tmp_path, name, reason):
-    zpath = _zip_with(tmp_path, [("Flicker8k_Dataset/a.jpg", b"fine"), (name, b"evil")])
-    out = tmp_path / "sub" / "out"
-    with pytest.raises(DataError, match=rf"entry {re.escape(repr(name))} refused \({reason}\)"):
-        flickr8k.safe_extract(zpath, out)
-    assert [p.name for p in tmp_path.iterdir()] == ["evil.zip"]  # checked before anything is written
-    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/abs_evil.txt").exists()
-
-
-def test_safe_extract_refuses_symlinks_and_bombs(tmp_path):
-    link = zipfile.ZipInfo("Flicker8k_Dataset/link.jpg")
-    link.external_attr = (0o120777 << 16)
-    with pytest.raises(DataError, match="link.jpg' refused \\(symbolic link\\)"):
-        flickr8k.safe_extract(_zip_with(tmp_path, [(link, b"/etc/passwd")]), tmp_path / "out")
-    big = _zip_with(tmp_path, [("a.bin", b"\0" * 600), ("b.bin", b"\0" * 600)])
-    with pytest.raises(DataError, match="'b.bin' takes the uncompressed size past 1000 bytes"):
-        flickr8k.safe_extract(big, tmp_path / "out", max_total_bytes=1000)
-    assert not (tmp_path / "out").exists()
-
-
-def test_safe_extract_all_or_nothing_on_corrupt_member(tmp_path):
-    zpath = _zip_with(tmp_path, [("a.txt", b"a" * 1000), ("b.txt", b"b" * 1000)])
-    data = bytearray(zpath.read_bytes())
-    data[data.index(b"b" * 1000) + 10] = ord("c")  # stored data no longer matches its CRC
-    zpath.write_bytes(bytes(data))
-    with pytest.raises(DataError, match="entry 'b.txt' is corrupt"):
-        flickr8k.safe_extract(zpath, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["evil.zip"]
-
-
-def test_safe_extract_extracts_and_skips_macosx(tmp_path):
-    zpath = _zip_with(tmp_path, [("Flicker8k_Dataset/", b""), ("Flicker8k_Dataset/a.jpg", b"jpg"),
-                                 ("__MACOSX/Flicker8k_Dataset/._a.jpg", b"fork")])
-    out = flickr8k.safe_extract(zpath, tmp_path / "out")
-    assert (out / "Flicker8k_Dataset" / "a.jpg").read_bytes() == b"jpg" and not (out / "__MACOSX").exists()
 
 
 # -----------------------------------------------------------------------------
@@ -432,14 +280,14 @@ def test_verify_names_mismatch_and_unknown(tmp_path, originals, sample_images):
 
 def test_fetch_round_trip_verified(tmp_path, server, flickr8k_dir, originals):
     names = {p.name for p in originals}
-    server.files["/Flickr8k_Dataset.zip"] = _images_zip(originals)
+    server.files["/Flickr8k_Dataset.zip"] = flickr8k_images_zip(originals)
     server.files["/Flickr8k_text.zip"] = _text_zip(flickr8k_dir, names)
     s = flickr8k.fetch(server.url("/Flickr8k_Dataset.zip"), server.url("/Flickr8k_text.zip"),
                        tmp_path / "download", tmp_path / "raw", progress=False, verify="present")
     assert (s["images"], s["captions"], s["verify"], s["verified_images"]) == (5, 25, "present", 5)
     assert (s["missing_images"], s["no_split_images"], s["empty_captions"]) == ([], 0, 0)
     rows = _read_csv(tmp_path / "raw" / "captions.csv")
-    served = [line.split("\t", 1) for line in _token_lines(flickr8k_dir, names).splitlines()]
+    served = [line.split("\t", 1) for line in flickr8k_token_lines(flickr8k_dir, names).splitlines()]
     assert rows == [(key.split("#")[0], caption) for key, caption in served]  # file order, raw text
     assert {n: sum(r[0] == n for r in rows) for n in names} == {n: 5 for n in names}
     assert json.loads((tmp_path / "raw" / "splits.json").read_text()) == {
@@ -451,7 +299,7 @@ def test_fetch_round_trip_verified(tmp_path, server, flickr8k_dir, originals):
 
 def test_fetch_205_images_unverified_with_full_split_lists(tmp_path, server, flickr8k_dir, all_205):
     names = {p.name for p in all_205}
-    server.files["/img.zip"] = _images_zip(all_205)
+    server.files["/img.zip"] = flickr8k_images_zip(all_205)
     server.files["/txt.zip"] = _text_zip(flickr8k_dir, names, filter_splits=False)
     s = flickr8k.fetch(server.url("/img.zip"), server.url("/txt.zip"), tmp_path / "dl", tmp_path / "raw",
                        progress=False, verify=False)
@@ -469,7 +317,7 @@ def test_fetch_205_images_unverified_with_full_split_lists(tmp_path, server, fli
 
 def test_fetch_corrupted_image_names_it_and_writes_nothing(tmp_path, server, flickr8k_dir, originals):
     bad = originals[2].name
-    server.files["/Flickr8k_Dataset.zip"] = _images_zip(originals, corrupt=bad)
+    server.files["/Flickr8k_Dataset.zip"] = flickr8k_images_zip(originals, corrupt=bad)
     server.files["/Flickr8k_text.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals})
     out = tmp_path / "raw"
     (out / "images").mkdir(parents=True)  # an earlier good output must survive a failed run
@@ -484,7 +332,7 @@ def test_fetch_corrupted_image_names_it_and_writes_nothing(tmp_path, server, fli
 
 
 def test_fetch_production_default_demands_all_images(tmp_path, server, flickr8k_dir, originals):
-    server.files["/i.zip"] = _images_zip(originals)
+    server.files["/i.zip"] = flickr8k_images_zip(originals)
     server.files["/t.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals})
     with pytest.raises(DataError, match=r"8086 of 8091 expected images are absent"):
         flickr8k.fetch(server.url("/i.zip"), server.url("/t.zip"), tmp_path / "dl", tmp_path / "raw", progress=False)
@@ -492,7 +340,7 @@ def test_fetch_production_default_demands_all_images(tmp_path, server, flickr8k_
 
 
 def test_fetch_text_archive_missing_a_split_list(tmp_path, server, flickr8k_dir, originals):
-    server.files["/i.zip"] = _images_zip(originals)
+    server.files["/i.zip"] = flickr8k_images_zip(originals)
     server.files["/t.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals}, leave_out="Flickr_8k.testImages.txt")
     with pytest.raises(DataError, match="Flickr_8k.testImages.txt not found"):
         flickr8k.fetch(server.url("/i.zip"), server.url("/t.zip"), tmp_path / "dl", tmp_path / "raw",
@@ -505,7 +353,7 @@ def test_fetch_text_archive_missing_a_split_list(tmp_path, server, flickr8k_dir,
 
 
 def test_fetch_zip_slip_in_served_archive(tmp_path, server, flickr8k_dir, originals):
-    server.files["/i.zip"] = _images_zip(originals, extra={"../evil.txt": b"evil"})
+    server.files["/i.zip"] = flickr8k_images_zip(originals, extra={"../evil.txt": b"evil"})
     server.files["/t.zip"] = _text_zip(flickr8k_dir, {p.name for p in originals})
     with pytest.raises(DataError, match=r"'\.\./evil\.txt' refused"):
         flickr8k.fetch(server.url("/i.zip"), server.url("/t.zip"), tmp_path / "dl", tmp_path / "raw",

@@ -16,10 +16,9 @@ import json
 import zipfile
 
 import pytest
-from test_flickr8k import _images_zip, _token_lines
-from conftest import TINY, clone, dvc
+from conftest import TINY, clone, dvc, flickr8k_images_zip, flickr8k_token_lines
 
-from captioning import flickr8k
+from captioning.datasets import flickr8k
 
 pytestmark = pytest.mark.slow
 
@@ -47,10 +46,10 @@ def flickr_repo(tmp_path_factory, module_server, flickr8k_dir, served):
     paths, lists, _ = served
     text = io.BytesIO()
     with zipfile.ZipFile(text, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"Flickr8k_text/{flickr8k.TOKEN_FILE}", _token_lines(flickr8k_dir, {p.name for p in paths}))
+        zf.writestr(f"Flickr8k_text/{flickr8k.TOKEN_FILE}", flickr8k_token_lines(flickr8k_dir, {p.name for p in paths}))
         for split, fname in flickr8k.SPLIT_FILES.items():
             zf.writestr(f"Flickr8k_text/{fname}", "".join(f"{n}\n" for n in lists[split]))
-    module_server.files["/Flickr8k_Dataset.zip"] = _images_zip(paths)
+    module_server.files["/Flickr8k_Dataset.zip"] = flickr8k_images_zip(paths)
     module_server.files["/Flickr8k_text.zip"] = text.getvalue()
     overrides = {**TINY, "data.dataset": "flickr8k",
                  "data.flickr8k.images_url": module_server.url("/Flickr8k_Dataset.zip"),
@@ -68,7 +67,7 @@ def test_raw_dataset_is_the_served_images_and_captions(flickr_repo, flickr8k_dir
     assert all((raw / "images" / p.name).read_bytes() == p.read_bytes() for p in paths)
     with open(raw / "captions.csv", newline="", encoding="utf-8") as f:
         rows = [tuple(r) for r in csv.reader(f)][1:]
-    served_lines = _token_lines(flickr8k_dir, {p.name for p in paths}).splitlines()
+    served_lines = flickr8k_token_lines(flickr8k_dir, {p.name for p in paths}).splitlines()
     assert rows == [(key.split("#")[0], caption) for key, caption in (line.split("\t", 1) for line in served_lines)]
     assert len(rows) == 5 * len(paths)
     assert sorted(path for path, _ in module_server.requests) == ["/Flickr8k_Dataset.zip", "/Flickr8k_text.zip"]

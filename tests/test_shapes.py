@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning import shapes
+from captioning.datasets import shapes
 from captioning.text import clean
 
 SHAPE_WORD = {w: s for s, words in shapes.SHAPE_WORDS.items() for w in words}
@@ -289,7 +289,7 @@ def test_attribute_hits_counts_repeated_objects_once_each():
 
 
 def test_generate_holdout_scenes_all_show_a_held_out_pair(tmp_path):
-    from captioning.shapes import generate_holdout
+    from captioning.datasets.shapes import generate_holdout
 
     held = [["yellow", "triangle"]]
     summary = generate_holdout(tmp_path / "h", 4, seed=1, holdout=held, min_size=64, max_size=96, progress=False)

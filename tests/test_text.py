@@ -65,3 +65,12 @@ def test_strip_tokens():
 def test_vocabulary_on_real_captions_is_deterministic():
     caps = [clean(c) for c in real_token_captions()[:5000]]
     assert fit_vocabulary(caps, 5) == fit_vocabulary(list(reversed(caps)), 5)
+
+
+def test_references_are_the_same_words_from_raw_or_cleaned_captions():
+    from captioning.text import clean, references
+
+    raw = [("a.jpg", "A red Circle."), ("a.jpg", "  "), ("b.jpg", "Two dogs' toys")]
+    cleaned = [(image, clean(caption)) for image, caption in raw]
+    expected = {"a.jpg": [["a", "red", "circle"]], "b.jpg": [["two", "dogs", "toys"]]}
+    assert references(raw) == references(cleaned) == expected

@@ -1,4 +1,4 @@
-"""Show, Attend and Tell: an LSTM decoder that looks at a different image region for every word.
+"""soft_attention (Show, Attend and Tell): an LSTM decoder that looks at another image region for each word.
 
     region features (R, 2048) -> normalise -> dropout -> dense ......... R encoded regions
     mean region -> dense(tanh) x2 ..................................... initial LSTM h, c
@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import keras
 from keras import layers, ops
+
+from captioning.io import DataError
+from captioning.models.base import Architecture, feature_encoder
+from captioning.samples import caption_batches, masked_accuracy, masked_crossentropy
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -101,15 +105,16 @@ def attention_regulariser(alphas, tokens):
     return ops.mean(ops.sum(ops.square(1.0 - coverage), axis=-1))
 
 
-def build_soft_attention(vocab_size: int, max_length: int, num_regions: int, units: int = 256,
-                         embedding_dim: int = 128, dropout: float = 0.3, feature_dim: int = 2048,
-                         attention_lambda: float = 1.0) -> keras.Model:
+def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
+          embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0,
+          **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
-    features = keras.Input(shape=(num_regions, feature_dim), name="features")
+    if len(feature_shape) != 2:
+        raise DataError(f"model.architecture=soft_attention needs region features, the features are "
+                        f"{tuple(feature_shape)}: set features.pooling=grid")
+    features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = layers.Normalization(axis=-1, name="feature_norm")(features)
-    regions = layers.Dropout(dropout)(regions)
-    regions = layers.Dense(units, activation="relu", name="encoder")(regions)
+    regions = feature_encoder(features, units, dropout)
     words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
     words = layers.Dropout(dropout)(words)
     probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, name="decoder")(
@@ -120,3 +125,10 @@ def build_soft_attention(vocab_size: int, max_length: int, num_regions: int, uni
 def attention_model(model: keras.Model) -> keras.Model:
     """The same layers, returning the attention weights (n, max_length, R) instead of the words."""
     return keras.Model(model.inputs, model.get_layer("decoder").output[1], name="attention_weights")
+
+
+ARCHITECTURE = Architecture(
+    name="soft_attention", build=build, batches=caption_batches,
+    loss=masked_crossentropy, metrics=[masked_accuracy], count_samples=len,
+    next_word=lambda probs, step: probs[:, step - 1],  # teacher-forced: step t's word sits at t - 1
+    attention=attention_model)

@@ -1,7 +1,9 @@
+"""Training samples (captioning/samples.py): prefix pairs, teacher-forcing batches, the masked loss."""
+
 import numpy as np
 import pytest
 
-from captioning.training import caption_batches, masked_crossentropy, prefix_pairs, references_by_image
+from captioning.samples import caption_batches, masked_crossentropy, prefix_pairs
 
 SEQS = np.array([[2, 5, 6, 3, 0], [2, 7, 3, 0, 0], [2, 8, 9, 10, 3]], dtype=np.int32)
 ROWS = np.array([1, 0, 1], dtype=np.int32)
@@ -41,12 +43,3 @@ def test_one_caption_is_one_sample_but_many_prefix_pairs():
     captions = sum(len(t) for _, t in caption_batches(SEQS, ROWS, feats, 2, seed=0, shuffle=False))
     pairs = sum(len(t) for _, t in prefix_pairs(SEQS, ROWS, feats, 2, seed=0, shuffle=False))
     assert captions == 3 and pairs == 3 + 2 + 4
-
-
-def test_references_by_image_groups_captions():
-    from captioning.text import Vocabulary
-
-    vocab = Vocabulary(words=["<pad>", "<unk>", "startseq", "endseq", *"abcdefg"], max_length=5)
-    rows, refs = references_by_image(SEQS, ROWS, vocab)
-    assert rows.tolist() == [1, 0]
-    assert refs == [[["b", "c"], ["e", "f", "g"]], [["d"]]]

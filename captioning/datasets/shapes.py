@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from captioning.datasets.base import Dataset
 from captioning.io import atomic_path, write_captions
 
 # -----------------------------------------------------------------------------
@@ -518,3 +519,22 @@ def _write_dataset(out_dir: str | Path, num_images: int, prefix: str, progress: 
         write_captions(tmp / "captions.csv", rows)
         (tmp / "scenes.json").write_text(json.dumps(scenes, indent=1) + "\n", encoding="utf-8")
     return rows, scenes
+
+
+def prepare(out_dir: Path, cache_dir: Path, seed: int, *, num_images: int, min_size: int, max_size: int,
+            holdout: Iterable[Iterable[str]] = (), **_holdout_settings) -> dict:
+    """params.yaml's data.shapes section -> the raw layout in out_dir (nothing to download, so
+    cache_dir is unused). The `holdout` pairs are left out here and shown only by `prepare_holdout`."""
+    return generate(out_dir, num_images=num_images, seed=seed, min_size=min_size, max_size=max_size,
+                    exclude=holdout or ())
+
+
+def prepare_holdout(out_dir: Path, seed: int, *, holdout: Iterable[Iterable[str]], holdout_images: int,
+                    min_size: int, max_size: int, **_main_settings) -> dict:
+    """Scenes with the held-out pairs in out_dir; {} (nothing written) when no pairs are held out."""
+    if not holdout:
+        return {}
+    return generate_holdout(out_dir, holdout_images, seed, holdout, min_size=min_size, max_size=max_size)
+
+
+DATASET = Dataset(name="shapes", prepare=prepare, has_attribute_truth=True, prepare_holdout=prepare_holdout)

@@ -1,11 +1,31 @@
-import numpy as np
+"""The caption models (captioning/models/): the registry, merge_bilstm and soft_attention."""
 
-from captioning.model import build_model
+import numpy as np
+import pytest
+
+from captioning import models
+from captioning.io import DataError
+from captioning.models import merge_bilstm, soft_attention
+from captioning.models.soft_attention import attention_model, attention_regulariser
 
 
 def small_model(max_length: int):
-    return build_model(vocab_size=20, max_length=max_length, units=16, embedding_dim=8, dropout=0.0,
-                       feature_dim=12)
+    return merge_bilstm.build(20, max_length, (12,), units=16, embedding_dim=8, dropout=0.0)
+
+
+def test_registry_finds_each_architecture_by_name_and_by_model():
+    assert set(models.REGISTRY) == {"merge_bilstm", "soft_attention"}
+    assert models.of(small_model(4)) is models.get("merge_bilstm")
+    assert models.of(small_attention(4)).attention is not None
+    with pytest.raises(DataError, match="model.architecture='nope': use one of merge_bilstm, soft_attention"):
+        models.get("nope")
+
+
+@pytest.mark.parametrize("name, shape, hint", [("merge_bilstm", (4, 12), "features.pooling=avg"),
+                                               ("soft_attention", (12,), "features.pooling=grid")])
+def test_each_architecture_names_the_features_it_needs(name, shape, hint):
+    with pytest.raises(DataError, match=hint):
+        models.get(name).build(20, 6, shape, units=16, embedding_dim=8, dropout=0.0)
 
 
 def test_output_is_a_distribution_over_the_vocabulary():
@@ -42,12 +62,9 @@ def test_prediction_depends_on_image_and_prefix():
 
 # -- soft_attention ------------------------------------------------------------------------------
 
-from captioning.attention import attention_model, attention_regulariser, build_soft_attention  # noqa: E402
-
-
 def small_attention(max_length: int, regions: int = 4):
-    return build_soft_attention(vocab_size=20, max_length=max_length, num_regions=regions, units=16,
-                                embedding_dim=8, dropout=0.0, feature_dim=12, attention_lambda=1.0)
+    return soft_attention.build(20, max_length, (regions, 12), units=16, embedding_dim=8, dropout=0.0,
+                                attention_lambda=1.0)
 
 
 TOKENS = np.array([[2, 5, 3, 0, 0, 0], [2, 3, 0, 0, 0, 0], [2, 5, 6, 7, 8, 3]], dtype="int32")
@@ -97,12 +114,10 @@ def test_regulariser_is_added_to_the_training_loss():
 
 
 def test_soft_attention_survives_save_and_load(tmp_path):
-    from captioning.model import load_model
-
     model = small_attention(6)
     feats = np.random.default_rng(3).normal(size=(2, 4, 12)).astype("float32")
     model.save(tmp_path / "m.keras")
-    loaded = load_model(tmp_path / "m.keras")
+    loaded = models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(loaded([feats, TOKENS[:2]])), np.asarray(model([feats, TOKENS[:2]])),
                                rtol=1e-6)
     assert attention_model(loaded)([feats, TOKENS[:2]]).shape == (2, 6, 4)

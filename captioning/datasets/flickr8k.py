@@ -10,26 +10,20 @@ checked before anything trusts it. Everything here either produces the raw layou
 raises a `DataError` that names the file and says what to do; no stage ever sees half a dataset.
 
 Integrity: the sha256 of all 8,091 original JPEGs ships with the package
-(`captioning/data/flickr8k_sha256.txt`), and `fetch` demands all of them by default.
+(`captioning/data/flickr8k_sha256.txt`), and `fetch` demands all of them by default. The generic
+download / extraction / checksum code lives in `captioning.datasets.download`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import http.client
 import json
 import logging
 import os
 import re
 import shutil
-import stat
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-import zipfile
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,6 +31,8 @@ from typing import Literal
 
 from tqdm import tqdm
 
+from captioning.datasets.base import Dataset
+from captioning.datasets.download import download, safe_extract, sha256_file
 from captioning.io import DataError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -44,7 +40,7 @@ log = logging.getLogger(__name__)
 IMAGES_URL = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip"
 TEXT_URL = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip"
 
-SHA256_LIST = Path(__file__).resolve().parent / "data" / "flickr8k_sha256.txt"
+SHA256_LIST = Path(__file__).resolve().parents[1] / "data" / "flickr8k_sha256.txt"
 NUM_IMAGES = 8091  # real JPEGs in Flickr8k_Dataset (the token file has one more, phantom key)
 
 TOKEN_FILE = "Flickr8k.token.txt"
@@ -57,7 +53,6 @@ KAGGLE_IMAGE_DIRS = ("Images",)
 
 SHORT_CAPTION_WORDS = 3          # captions with fewer words are counted (kept: cleaning decides)
 MAX_EXTRACT_BYTES = 4 << 30      # the real images zip unpacks to ~1.1 GB; 4 GiB leaves room, stops bombs
-RESUME_ATTEMPTS = 3              # in-call resumes after a dropped connection, each must make progress
 _LOG_NAMES = 10                  # per-item warnings before summarising, so a partial copy doesn't flood
 
 URL_HINT = ("check data.flickr8k.images_url / data.flickr8k.text_url in params.yaml, "
@@ -349,180 +344,7 @@ def import_local(local_dir: str | Path, out_dir: str | Path, progress: bool = Tr
 
 
 # -----------------------------------------------------------------------------
-# Download with resume.
-
-class _Interrupted(Exception):
-    """The transfer stopped early; the .part file keeps what arrived."""
-
-
-class _StaleRange(_Interrupted):
-    """The server refused to resume at the .part's size (416): the .part is not a prefix of this file."""
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """(first byte, total size) of a Content-Range header such as 'bytes 100-199/200' or 'bytes */200'."""
-    m = re.fullmatch(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)", (value or "").strip())
-    if not m:
-        return None, None
-    return (int(m[1]) if m[1] else None), (int(m[2]) if m[2] != "*" else None)
-
-
-def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse | None:
-    """The response for bytes offset.. of url; None when the .part already holds the whole file."""
-    headers = {"User-Agent": "captioning-flickr8k/0.1"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # range starts at/after the end: complete already, or a stale .part
-            _, total = _content_range(e.headers.get("Content-Range"))
-            if total == offset:
-                return None
-            raise _StaleRange(f"server refused to resume at byte {offset}") from None
-        raise DataError(f"{url}: HTTP {e.code} {e.reason}; {URL_HINT}") from None
-    except urllib.error.URLError as e:
-        raise DataError(f"{url}: cannot connect ({e.reason}); check the network, or {URL_HINT}") from None
-    except (TimeoutError, OSError, http.client.HTTPException) as e:
-        raise DataError(f"{url}: no answer ({type(e).__name__}: {e}); check the network, or {URL_HINT}") from None
-
-
-def _transfer(url: str, part: Path, progress: bool, chunk: int, timeout: float) -> None:
-    """Append the rest of url to part (or rewrite it when the server ignores Range); raise
-    _Interrupted when fewer bytes arrive than announced."""
-    offset = part.stat().st_size if part.exists() else 0
-    resp = _open(url, offset, timeout)
-    if resp is None:
-        return
-    with resp:
-        start, total = _content_range(resp.headers.get("Content-Range"))
-        if resp.status == 206 and start == offset:
-            mode = "ab"
-        else:
-            # 200 (server ignores Range) or a range we didn't ask for: start cleanly from zero.
-            offset, mode = 0, "wb"
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-        got = offset
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=part.name[:-len(".part")],
-                                         disable=not progress) as bar:
-            while True:
-                try:
-                    block = resp.read(chunk)
-                except (http.client.IncompleteRead, TimeoutError, OSError) as e:
-                    raise _Interrupted(f"{type(e).__name__}: {e}") from None
-                if not block:
-                    break
-                f.write(block)
-                got += len(block)
-                bar.update(len(block))
-    # urllib returns b"" when the connection closes early, so the length is the only proof of a
-    # complete file (chunked answers without a length are trusted; the zip and sha256 checks follow).
-    if total is not None and got != total:
-        raise _Interrupted(f"connection closed after {got} of {total} bytes")
-
-
-def download(url: str, dest: str | Path, progress: bool = True, chunk: int = 1 << 20, timeout: float = 30) -> Path:
-    """Download url to dest via dest.part, resuming a .part left by an earlier try (HTTP Range).
-
-    dest only ever appears complete (renamed from .part after the length check), so an existing
-    dest is reused without touching the network. A dropped connection is resumed up to
-    RESUME_ATTEMPTS times while bytes keep arriving; after that the .part stays for the next run.
-    """
-    dest = Path(dest)
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    reason = ""
-    for _ in range(1 + RESUME_ATTEMPTS):
-        before = part.stat().st_size if part.exists() else 0
-        try:
-            _transfer(url, part, progress, chunk, timeout)
-        except _StaleRange as e:
-            reason = str(e)
-            part.unlink(missing_ok=True)  # a stale/oversized .part: the next try starts from zero
-            continue
-        except _Interrupted as e:
-            reason = str(e)
-            if (part.stat().st_size if part.exists() else 0) <= before:
-                break  # no progress: retrying at once would only spin
-            continue
-        os.replace(part, dest)
-        return dest
-    have = part.stat().st_size if part.exists() else 0
-    raise DataError(f"{url}: download interrupted ({reason}); {have} bytes kept in {part}: "
-                    "rerun to resume, or " + URL_HINT)
-
-
-# -----------------------------------------------------------------------------
-# Extraction that cannot write outside its folder.
-
-def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename.replace("\\", "/")  # Windows tools write backslashes; treat them as separators
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return "absolute path"
-    if ".." in PurePosixPath(name).parts:
-        return "'..' in path"
-    if stat.S_ISLNK(info.external_attr >> 16):  # Unix mode lives in the high 16 bits
-        return "symbolic link"
-    return None
-
-
-def safe_extract(zip_path: str | Path, out_dir: str | Path, max_total_bytes: int = MAX_EXTRACT_BYTES) -> Path:
-    """Extract zip_path to out_dir after checking every entry; all or nothing.
-
-    Refused (DataError naming the entry): absolute paths, '..' components, symlinks, and a total
-    uncompressed size above max_total_bytes. Entries under __MACOSX/ (resource forks) are skipped.
-    Extraction happens beside out_dir and is renamed into place only when complete.
-    """
-    zip_path, out_dir = Path(zip_path), Path(out_dir)
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"{zip_path}: not a readable zip ({e}); delete it and rerun to download it again") from None
-    with zf:
-        members = [i for i in zf.infolist() if not i.filename.startswith("__MACOSX/")]
-        total = 0
-        for info in members:
-            reason = _unsafe_reason(info)
-            if reason:
-                raise DataError(f"{zip_path}: entry {info.filename!r} refused ({reason}); "
-                                "not a genuine Flickr8k archive")
-            total += info.file_size
-            if total > max_total_bytes:
-                raise DataError(f"{zip_path}: entry {info.filename!r} takes the uncompressed size past "
-                                f"{max_total_bytes} bytes; refusing (zip bomb or wrong archive)")
-        with atomic_path(out_dir) as tmp:
-            tmp.mkdir()
-            for info in members:
-                target = tmp.joinpath(*PurePosixPath(info.filename.replace("\\", "/")).parts)
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    with zf.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-                    raise DataError(f"{zip_path}: entry {info.filename!r} is corrupt ({e}); "
-                                    "delete the archive and rerun") from None
-                except OSError as e:  # disk full, or an entry clashing with a directory of the same name
-                    raise DataError(f"{zip_path}: cannot extract entry {info.filename!r} to {out_dir} ({e})") from None
-    return out_dir
-
-
-# -----------------------------------------------------------------------------
 # Verification against the packaged sha256 list.
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def verify_images(images_dir: str | Path, sha256_list_path: str | Path = SHA256_LIST,
                   expected: Iterable[str] | None = None, *, progress: bool = False) -> dict:
@@ -547,7 +369,7 @@ def verify_images(images_dir: str | Path, sha256_list_path: str | Path = SHA256_
         raise DataError(f"{images_dir.name}/{missing[0]}: missing ({len(missing)} of {len(names)} expected "
                         "images are absent; incomplete archive?); delete data/download and rerun")
     bad = [n for n in tqdm(names, desc="sha256", unit="img", disable=not progress)
-           if _sha256(images_dir / n) != known[n]]
+           if sha256_file(images_dir / n) != known[n]]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(f"{images_dir.name}/{bad[0]}: sha256 mismatch{more} (archive corrupted?); "
@@ -583,8 +405,8 @@ def fetch(images_url: str = IMAGES_URL, text_url: str = TEXT_URL, cache_dir: str
     # time, so any such folder is stale.
     for stale in cache_dir.glob(".extract.*"):
         shutil.rmtree(stale, ignore_errors=True)
-    images_zip = download(images_url, cache_dir / _zip_name(images_url, "Flickr8k_Dataset.zip"), progress)
-    text_zip = download(text_url, cache_dir / _zip_name(text_url, "Flickr8k_text.zip"), progress)
+    images_zip = download(images_url, cache_dir / _zip_name(images_url, "Flickr8k_Dataset.zip"), URL_HINT, progress)
+    text_zip = download(text_url, cache_dir / _zip_name(text_url, "Flickr8k_text.zip"), URL_HINT, progress)
     # Extract inside cache_dir (same file system as data/ usually, so import can move the images);
     # the extracted copy is temporary: the zips are the cache.
     with tempfile.TemporaryDirectory(prefix=".extract.", dir=cache_dir) as tmp:
@@ -621,3 +443,22 @@ def data_metrics(summary: Mapping) -> dict:
         else:
             out[key] = value
     return out
+
+
+def prepare(out_dir: Path, cache_dir: Path, seed: int, *, local_dir: str | None, images_url: str, text_url: str,
+            verify: str = "all", progress: bool = True) -> dict:
+    """params.yaml's data.flickr8k section -> the raw layout in out_dir; the summary for metrics/data.json.
+
+    local_dir imports a copy the user already has; otherwise both zips are downloaded into
+    cache_dir. verify: all (default) demands all 8,091 sha256-listed JPEGs; present / none are for
+    test archives and resized copies only. The split is the official one, so `seed` is unused.
+    """
+    if local_dir:
+        return data_metrics(import_local(local_dir, out_dir, progress))
+    if verify not in ("all", "present", "none"):
+        raise DataError(f"params.yaml data.flickr8k.verify={verify!r}: use all, present or none")
+    return data_metrics(fetch(images_url, text_url, cache_dir, out_dir, progress,
+                              verify=False if verify == "none" else verify))
+
+
+DATASET = Dataset(name="flickr8k", prepare=prepare, has_attribute_truth=False)

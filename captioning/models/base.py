@@ -1,0 +1,44 @@
+"""What every caption model shares: the architecture interface the registry holds, and the encoder
+head that turns frozen ResNet50 features into the decoder's width.
+
+An `Architecture` says everything the rest of the pipeline needs to know about a model, so stages,
+training and decoding ask it instead of comparing names:
+  - `build`: the Keras model, from plain settings and the stored features' shape (which it checks);
+  - `batches`: its tf.data training pipeline (prefix pairs, or whole captions for teacher forcing);
+  - `loss` and `metrics` to compile with, and `count_samples` (training samples per epoch);
+  - `next_word`: where one decoding step's next-word probabilities sit in the model's output;
+  - `attention`, for models that attend to image regions: the same layers returning the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Callable[..., keras.Model]  # (vocab_size, max_length, feature_shape, *, units, embedding_dim, dropout, ...)
+    batches: Callable[..., Any]  # (sequences, image_rows, features, batch_size, seed, shuffle=True) -> tf.data
+    loss: Any
+    metrics: list[Any]
+    count_samples: Callable[[np.ndarray], int]  # padded captions -> training samples per epoch
+    next_word: Callable[[np.ndarray, int], np.ndarray]  # (model output, step) -> (n, vocab) probabilities
+    attention: Callable[[keras.Model], keras.Model] | None = None  # model -> its attention weights, if any
+
+
+def feature_encoder(features, units: int, dropout: float):
+    """Frozen ResNet50 features (per image or per region) -> normalised, regularised, `units` wide.
+
+    Normalisation first: ResNet50 activations (random or ImageNet) have wildly different scales.
+    The Normalization layer is named feature_norm so training can adapt it on the training images.
+    """
+    x = layers.Normalization(axis=-1, name="feature_norm")(features)
+    x = layers.Dropout(dropout)(x)
+    return layers.Dense(units, activation="relu", name="encoder")(x)

@@ -1,0 +1,88 @@
+"""Training samples: how padded captions and image features become tf.data batches, and the
+losses that score them.
+
+Two regimes, each named by the architectures that use it (captioning/models/):
+- prefix pairs (merge_bilstm): every caption of n tokens gives n-1 pairs (image, first i words) ->
+  word i+1. Materialising all of them up front is the classic out-of-memory bug of captioning
+  tutorials (Flickr8k: ~400k padded prefixes per epoch); here they are expanded inside the
+  pipeline, one caption at a time, and image features are gathered per batch from one shared matrix.
+- teacher forcing (soft_attention): one sample is one whole caption, the targets are the caption
+  shifted by one, and the loss is masked on padding (`masked_crossentropy`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+
+def prefix_pairs(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True):
+    """A tf.data pipeline of ((features, prefix), next_word) batches.
+
+    sequences: (n, max_length) int32, zero-padded captions; image_rows: (n,) row of each caption's
+    image in `features` (num_images, dim).
+    """
+    max_length = sequences.shape[1]
+    feature_table = tf.constant(features, dtype=tf.float32)
+
+    def expand(row, seq):
+        length = tf.math.count_nonzero(seq, dtype=tf.int32)
+        positions = tf.range(1, length)  # predict token i from tokens [0, i)
+        keep = tf.sequence_mask(positions, max_length, dtype=seq.dtype)
+        prefixes = keep * seq[tf.newaxis, :]
+        targets = tf.gather(seq, positions)
+        rows = tf.fill(tf.shape(positions), row)
+        return tf.data.Dataset.from_tensor_slices((rows, prefixes, targets))
+
+    ds = tf.data.Dataset.from_tensor_slices((image_rows.astype(np.int32), sequences.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(sequences), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.flat_map(expand)
+    if shuffle:
+        # Captions arrive as runs of their own prefixes; mix pairs of many captions in a batch.
+        ds = ds.shuffle(16 * batch_size, seed=seed + 1, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda r, p, t: ((tf.gather(feature_table, r), p), t), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def caption_batches(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True):
+    """A tf.data pipeline of ((features, tokens), targets) batches for teacher forcing.
+
+    tokens are the whole zero-padded caption (n, max_length); targets are the same caption shifted
+    left by one (targets[t] = tokens[t + 1], the last position 0), so the model's output at position
+    t is trained to be the word after tokens[0..t]. Padding targets (0) are masked by the loss.
+    Features (float16 grid or float32 vectors) are gathered per batch from one shared table.
+    """
+    feature_table = tf.constant(features)
+    sequences = sequences.astype(np.int32)
+    targets = np.zeros_like(sequences)
+    targets[:, :-1] = sequences[:, 1:]
+    ds = tf.data.Dataset.from_tensor_slices((image_rows.astype(np.int32), sequences, targets))
+    if shuffle:
+        ds = ds.shuffle(len(sequences), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(lambda r, s, t: ((tf.cast(tf.gather(feature_table, r), tf.float32), s), t),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def masked_crossentropy(targets, probs):
+    """Sparse cross-entropy averaged over the real (non-zero) target tokens of the batch only."""
+    mask = ops.cast(ops.not_equal(targets, 0), probs.dtype)
+    losses = keras.losses.sparse_categorical_crossentropy(targets, probs)
+    return ops.sum(losses * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def masked_accuracy(targets, probs):
+    """Share of real target tokens predicted exactly (argmax)."""
+    mask = ops.cast(ops.not_equal(targets, 0), probs.dtype)
+    hits = ops.cast(ops.equal(ops.cast(targets, "int32"), ops.cast(ops.argmax(probs, axis=-1), "int32")),
+                    probs.dtype)
+    return ops.sum(hits * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def count_pairs(sequences: np.ndarray) -> int:
+    return int(np.maximum((sequences != 0).sum(axis=1) - 1, 0).sum())
