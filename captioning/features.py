@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from captioning.io import DataError, atomic_path, read_json, write_json
 
-FEATURE_DIM = 2048
 
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
@@ -47,48 +46,64 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
         raise DataError(f"{path}: not a readable image ({e}); replace or remove it") from None
 
 
+LAST_LAYER = "conv5_block3_out"  # ResNet50's last block: what ImageNet captioning models keep
+POOLINGS = ("avg", "max", "grid")
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """Everything needed to rebuild the exact encoder: saved as models/encoder.json."""
 
     weights: str  # "none" (seeded random init), "imagenet", or a path to a weights file
     image_size: int = 224
-    pooling: str = "avg"  # avg: (2048,) per image | grid: (regions, 2048) per image, float16
+    pooling: str = "avg"  # avg / max: one vector per image | grid: (regions, channels) per image, float16
     seed: int = 0
+    layer: str = LAST_LAYER  # the ResNet50 output kept; earlier blocks keep finer grids (conv4: 14x14 at 224 px)
 
     def __post_init__(self):
-        if self.pooling not in ("avg", "grid"):
-            raise DataError(f"features.pooling={self.pooling!r}: use avg or grid")
-
-    @property
-    def keras_pooling(self) -> str | None:
-        return None if self.pooling == "grid" else self.pooling
+        if self.pooling not in POOLINGS:
+            raise DataError(f"features.pooling={self.pooling!r}: use {', '.join(POOLINGS)}")
 
     def to_json(self) -> dict:
         return {"weights": self.weights, "image_size": self.image_size, "pooling": self.pooling,
-                "seed": self.seed}
+                "seed": self.seed, "layer": self.layer}
 
 
-def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
-    """ResNet50 without its classifier head, global-average pooled to 2048 values (or the unpooled
-    feature map for grid pooling), frozen.
+def _resnet50(spec: EncoderSpec, weights: str | None) -> keras.Model:
+    """ResNet50 without its classifier head, cut at `spec.layer` and pooled as `spec.pooling` says."""
+    shape = (spec.image_size, spec.image_size, 3)
+    pooling = None if spec.pooling == "grid" else spec.pooling
+    if spec.layer == LAST_LAYER:  # the whole network, pooled by Keras itself
+        return keras.applications.ResNet50(include_top=False, weights=weights, pooling=pooling, input_shape=shape)
+    base = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=shape)
+    try:
+        maps = base.get_layer(spec.layer).output
+    except ValueError:
+        raise DataError(f"features.layer={spec.layer!r}: not a ResNet50 layer; use e.g. conv3_block4_out, "
+                        f"conv4_block6_out or {LAST_LAYER}") from None
+    pooled = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+    out = pooled[pooling](name=f"{pooling}_pool")(maps) if pooling else maps
+    return keras.Model(base.input, out, name=f"resnet50_{spec.layer}")
+
+
+def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) -> keras.Model:
+    """The frozen ResNet50 encoder of `spec`: its output at `spec.layer`, pooled to one vector per
+    image, or the unpooled feature map for grid pooling.
 
     `weights_file` (a saved encoder) takes precedence over `spec.weights`: that is how captioning
     reuses the training encoder bit for bit.
     """
-    shape = (spec.image_size, spec.image_size, 3)
     if weights_file is not None:
-        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.keras_pooling,
-                                            input_shape=shape)
+        model = _resnet50(spec, None)
         model.load_weights(str(weights_file))
     elif spec.weights == "none":
-        keras.utils.set_random_seed(spec.seed)
-        model = keras.applications.ResNet50(include_top=False, weights=None, pooling=spec.keras_pooling,
-                                            input_shape=shape)
+        keras.utils.set_random_seed(spec.seed)  # the whole network is drawn, then cut: the same first
+        model = _resnet50(spec, None)           # blocks whichever layer is kept
     elif spec.weights == "imagenet":
         try:
-            model = keras.applications.ResNet50(include_top=False, weights="imagenet",
-                                                 pooling=spec.keras_pooling, input_shape=shape)
+            model = _resnet50(spec, "imagenet")
+        except DataError:
+            raise
         except Exception as e:  # network errors surface as many exception types
             raise DataError(
                 f"features.weights=imagenet: could not fetch the ImageNet ResNet50 weights ({type(e).__name__}: "
@@ -99,8 +114,7 @@ def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
         if not path.is_file():
             raise DataError(f"features.weights={spec.weights}: no such weights file; use imagenet, none or "
                             "a path to ResNet50 (no top) weights")
-        model = keras.applications.ResNet50(include_top=False, weights=str(path), pooling=spec.keras_pooling,
-                                            input_shape=shape)
+        model = _resnet50(spec, str(path))
     model.trainable = False
     return model
 
@@ -182,7 +196,7 @@ def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
             rows.extend(index.numpy().tolist())
             bar.update(rows[-1] + 1 - bar.n)  # images read so far, skipped ones included
         bar.update(len(paths) - bar.n)
-    feats = np.concatenate(chunks) if chunks else np.zeros((0, FEATURE_DIM), np.float32)
+    feats = np.concatenate(chunks) if chunks else np.zeros((0, encoder.output_shape[-1]), np.float32)
     # Region grids are 49x larger: float16 halves them (ReLU activations, ~3 significant digits kept).
     feats = feats.astype(np.float16 if feats.ndim == 3 else np.float32)
     return ExtractionResult([Path(paths[i]).name for i in rows], feats, skipped)

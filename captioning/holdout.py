@@ -13,7 +13,7 @@ from pathlib import Path
 from captioning import features
 from captioning.decoding import decode
 from captioning.io import atomic_path, read_captions, read_json
-from captioning.metrics import attribute_accuracy, bleu
+from captioning.metrics import attribute_accuracy, bleu, repeated_word_share
 from captioning.text import references
 
 
@@ -34,7 +34,7 @@ def encode(holdout_dir: Path, model_dir: Path, batch_size: int) -> None:
 
 def score_holdout(model, vocab, holdout_dir: Path, beam_size: int, length_penalty: float,
                   batch_size: int) -> dict[str, float]:
-    """holdout_bleu1..4 and holdout_attribute_accuracy, decoded as the test set is; {} without a holdout set."""
+    """holdout_bleu1..4, _attribute_accuracy and _repeated_words, decoded as the test set is; {} without a holdout set."""
     scenes = read_json(holdout_dir / "scenes.json")
     if not scenes:
         return {}
@@ -43,4 +43,5 @@ def score_holdout(model, vocab, holdout_dir: Path, beam_size: int, length_penalt
     predicted = decode(model, feats, vocab, beam_size, length_penalty, batch_size)
     scores = bleu([refs[n] for n in names], predicted)
     scores["attribute_accuracy"] = attribute_accuracy({n: " ".join(w) for n, w in zip(names, predicted)}, scenes)
+    scores["repeated_words"] = repeated_word_share(predicted)
     return {f"holdout_{k}": v for k, v in scores.items()}

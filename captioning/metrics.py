@@ -18,9 +18,12 @@ x100 like BLEU, e.g. "CIDEr 52.1" = 0.521 here).
 
 from __future__ import annotations
 
+import math
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 from nltk.translate.bleu_score import corpus_bleu
 from pycocoevalcap.bleu.bleu import Bleu
@@ -28,7 +31,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioning.datasets.shapes import attribute_hits
+from captioning.datasets.shapes import attribute_hits, named_shape_boxes
 
 BLEU_WEIGHTS = {
     1: (1.0,),
@@ -78,3 +81,32 @@ def attribute_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, dict
         h, t = attribute_hits(caption, scenes[image])
         hits, total = hits + h, total + t
     return hits / total if total else 0.0
+
+
+def attention_localisation(attended: Sequence[tuple[str, Sequence[str], np.ndarray]],
+                           scenes: Mapping[str, dict]) -> float:
+    """Share of generated shape words whose attention peak lies inside the box of the object they name.
+
+    attended: (image, words, alphas) with alphas (len(words), R) over a square grid of regions laid
+    over the whole image (the encoder squashes it to a square, so cell (row, col) covers the same
+    fraction of width and height). A peak "lies inside" when its cell's centre is in the box.
+    Only words naming a shape the scene has count (see shapes.named_shape_boxes).
+    """
+    inside = total = 0
+    for image, words, alphas in attended:
+        scene = scenes[image]
+        side = math.isqrt(alphas.shape[-1])
+        for position, boxes in named_shape_boxes(list(words), scene):
+            row, col = divmod(int(np.argmax(alphas[position])), side)
+            x, y = (col + 0.5) / side * scene["width"], (row + 0.5) / side * scene["height"]
+            inside += any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in boxes)
+            total += 1
+    return inside / total if total else 0.0
+
+
+def repeated_word_share(captions: Sequence[Sequence[str]], run: int = 3) -> float:
+    """Share of captions in which one word appears `run` or more times in a row ("large large large")."""
+    def repeats(words: Sequence[str]) -> bool:
+        return any(len(set(words[i:i + run])) == 1 for i in range(len(words) - run + 1))
+
+    return sum(map(repeats, captions)) / len(captions) if captions else 0.0

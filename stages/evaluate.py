@@ -3,13 +3,15 @@
 from pathlib import Path
 
 from captioning import datasets, reports, tracking
-from captioning.attention_maps import write_attention_maps
+from captioning.attention_maps import caption_attention, is_attention_model, write_attention_maps
 from captioning.decoding import decode
 from captioning.features import load_features
 from captioning.holdout import score_holdout
 from captioning.io import read_captions, read_json, write_json
-from captioning.metrics import attribute_accuracy, bleu, coco_scores, human_bleu
+from captioning.metrics import (attention_localisation, attribute_accuracy, bleu, coco_scores, human_bleu,
+                                repeated_word_share)
 from captioning.models import load_model
+from captioning.sanity import blank_image_features
 from captioning.text import Vocabulary, references
 from stages import load_params, run
 
@@ -25,13 +27,22 @@ def main() -> None:
     test = read_json("data/split.json")["test"]
     refs = references(read_captions("data/clean/captions.csv"))
 
-    predicted = decode(model, feats[[rows[i] for i in test]], vocab, **decoding)
+    test_feats = feats[[rows[i] for i in test]]
+    predicted = decode(model, test_feats, vocab, **decoding)
     test_refs = [refs[i] for i in test]
     scores = {**bleu(test_refs, predicted), **coco_scores(test_refs, predicted), **human_bleu(test_refs)}
     captions = {image: " ".join(words) for image, words in zip(test, predicted)}
     if datasets.get(params["data"]["dataset"]).has_attribute_truth:
-        scores["attribute_accuracy"] = attribute_accuracy(captions, read_json("data/raw/scenes.json"))
+        scenes = read_json("data/raw/scenes.json")
+        scores["attribute_accuracy"] = attribute_accuracy(captions, scenes)
+        if is_attention_model(model):  # where it looked for each shape word (greedy captions)
+            attended = [(image, words, alphas) for image, (words, alphas)
+                        in zip(test, caption_attention(model, test_feats, vocab, cfg["batch_size"]))]
+            scores["attention_localisation"] = attention_localisation(attended, scenes)
     scores.update(score_holdout(model, vocab, Path("data/holdout"), **decoding))
+    blank_names, blank_feats = blank_image_features("models")
+    blank = decode(model, blank_feats, vocab, **decoding)
+    scores.update(repeated_words=repeated_word_share(predicted), blank_repeated_words=repeated_word_share(blank))
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores.update(test_images=len(test), beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"])
 
@@ -46,6 +57,7 @@ def main() -> None:
     tracking.log_evaluation(params, scores, ["reports/samples.json", "reports/attention", *figures],
                             latency_images=[f"data/raw/images/{i}" for i in test[:3]])
     print(scores)
+    print("blank images:", {name: " ".join(words) for name, words in zip(blank_names, blank)})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ def main() -> None:
     cfg = load_params()["features"]
     names = sorted({image for image, _ in read_captions(RAW / "captions.csv")})
     spec = features.EncoderSpec(weights=str(cfg["weights"]), image_size=cfg["image_size"], pooling=cfg["pooling"],
-                                seed=cfg["seed"])
+                                seed=cfg["seed"], layer=cfg["layer"])
     encoder = features.build_encoder(spec)
     result = features.extract(encoder, [RAW / "images" / n for n in names], spec.image_size, cfg["batch_size"])
 

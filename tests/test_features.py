@@ -86,3 +86,37 @@ def test_imagenet_weights_unreachable_is_a_clear_error(monkeypatch):
     with pytest.raises(DataError, match=r"^features\.weights=imagenet: could not fetch .*resnet50.*"
                                         r"Name or service not known.*local \.h5 weights file.*none"):
         build_encoder(EncoderSpec(weights="imagenet", image_size=32))
+
+
+@pytest.mark.parametrize("layer, pooling, shape", [
+    ("conv5_block3_out", "grid", (2, 2, 2048)),
+    ("conv4_block6_out", "grid", (4, 4, 1024)),
+    ("conv3_block4_out", "grid", (8, 8, 512)),
+    ("conv4_block6_out", "max", (1024,)),
+    ("conv4_block6_out", "avg", (1024,)),
+])
+def test_layer_switch_keeps_that_layers_output(layer, pooling, shape):
+    encoder = build_encoder(EncoderSpec(weights="none", image_size=64, pooling=pooling, seed=1, layer=layer))
+    assert encoder.output_shape[1:] == shape
+
+
+def test_cut_encoder_is_the_same_network_up_to_its_layer(tmp_path):
+    """Cutting at conv4 keeps the seeded random weights of the whole network's first blocks, and the
+    saved cut encoder reloads bit for bit."""
+    from captioning.features import load_encoder, save_encoder
+
+    full = build_encoder(EncoderSpec(weights="none", image_size=64, pooling="grid", seed=3))
+    spec = EncoderSpec(weights="none", image_size=64, pooling="grid", seed=3, layer="conv4_block6_out")
+    cut = build_encoder(spec)
+    np.testing.assert_array_equal(cut.get_layer("conv4_block6_3_conv").get_weights()[0],
+                                  full.get_layer("conv4_block6_3_conv").get_weights()[0])
+    save_encoder(tmp_path, spec, cut)
+    loaded_spec, loaded = load_encoder(tmp_path)
+    assert loaded_spec == spec
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(loaded(images)), np.asarray(cut(images)))
+
+
+def test_unknown_layer_is_a_clear_error():
+    with pytest.raises(DataError, match="features.layer='conv9': not a ResNet50 layer"):
+        build_encoder(EncoderSpec(weights="none", image_size=64, pooling="grid", layer="conv9"))

@@ -116,3 +116,29 @@ def test_coco_scores_without_java_skip_meteor_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="METEOR skipped: it needs Java"):
         scores = metrics.coco_scores(refs, [["a", "red", "circle"], ["blue", "box"]])
     assert "meteor" not in scores and scores["cider"] > 0 and 0 < scores["rouge_l"] <= 1
+
+
+def test_repeated_word_share_counts_runs_of_three():
+    from captioning.metrics import repeated_word_share
+
+    captions = [["a", "big", "large", "large", "large"], ["a", "red", "red", "circle"], ["x", "y", "x", "x"], []]
+    assert repeated_word_share(captions) == 0.25
+    assert repeated_word_share([]) == 0.0
+
+
+def test_attention_localisation_reads_the_peak_cell_over_the_whole_image():
+    import numpy as np
+
+    from captioning.metrics import attention_localisation
+
+    # A 200x100 image; a red circle in the top-left quarter, a blue square bottom-right.
+    scene = {"width": 200, "height": 100, "objects": [
+        {"colour": "red", "shape": "circle", "x": 50, "y": 25, "extent": 40},
+        {"colour": "blue", "shape": "square", "x": 150, "y": 75, "extent": 40}]}
+    words = ["a", "red", "circle", "and", "a", "blue", "box", "and", "a", "star"]
+    alphas = np.zeros((len(words), 4))  # a 2x2 grid: cells 0 1 / 2 3
+    alphas[2, 0] = 1.0  # "circle" looks top-left: inside its box
+    alphas[6, 0] = 1.0  # "box" looks top-left too: not where the square is
+    assert attention_localisation([("i.jpg", words, alphas)], {"i.jpg": scene}) == 0.5  # "star": no such object
+    alphas[6] = [0.1, 0.2, 0.3, 0.4]  # peak at cell 3, bottom-right: inside
+    assert attention_localisation([("i.jpg", words, alphas)], {"i.jpg": scene}) == 1.0

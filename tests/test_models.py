@@ -21,7 +21,7 @@ def test_registry_finds_each_architecture_by_name_and_by_model():
         models.get("nope")
 
 
-@pytest.mark.parametrize("name, shape, hint", [("merge_bilstm", (4, 12), "features.pooling=avg"),
+@pytest.mark.parametrize("name, shape, hint", [("merge_bilstm", (2, 2, 12), "features.pooling to avg, max or grid"),
                                                ("soft_attention", (12,), "features.pooling=grid")])
 def test_each_architecture_names_the_features_it_needs(name, shape, hint):
     with pytest.raises(DataError, match=hint):
@@ -121,3 +121,24 @@ def test_soft_attention_survives_save_and_load(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded([feats, TOKENS[:2]])), np.asarray(model([feats, TOKENS[:2]])),
                                rtol=1e-6)
     assert attention_model(loaded)([feats, TOKENS[:2]]).shape == (2, 6, 4)
+
+
+@pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
+def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
+    """Both architectures read a grid through the trainable conv region encoder: one training step
+    changes its weights, and the saved model predicts exactly as before."""
+    arch = models.get(name)
+    model = arch.build(20, 6, (16, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=1.0,
+                       region_kernel=3)
+    assert model.get_layer("region_conv").kernel.shape == (3, 3, 16, 16)
+    rng = np.random.default_rng(4)
+    feats = rng.normal(size=(8, 16, 12)).astype("float16")
+    seqs = np.tile(TOKENS[2], (8, 1))
+    before = model.get_layer("region_conv").get_weights()[0].copy()
+    model.compile(optimizer="adam", loss=arch.loss)
+    model.fit(arch.batches(seqs, np.arange(8, dtype=np.int32), feats, 4, seed=0), epochs=1, verbose=0)
+    assert not np.allclose(model.get_layer("region_conv").get_weights()[0], before)
+    model.save(tmp_path / "m.keras")
+    loaded = models.load_model(tmp_path / "m.keras")
+    inputs = [feats[:2].astype("float32"), TOKENS[:2]]
+    np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(model(inputs)), rtol=1e-5, atol=1e-6)

@@ -456,6 +456,27 @@ def attribute_hits(caption: str, scene: dict) -> tuple[int, int]:
     return hits, len(scene["objects"])
 
 
+def named_shape_boxes(words: list[str], scene: dict) -> list[tuple[int, list[tuple[float, float, float, float]]]]:
+    """For each word of a caption that names a shape the scene has: (its position, the boxes
+    (x0, y0, x1, y1) in image pixels of the objects it can mean).
+
+    A colour word just before ("red circle", "red big box") narrows the objects to that pair when the
+    scene has it. Shape words naming nothing in the scene are left out: attribute accuracy scores those.
+    """
+    found = []
+    for i, word in enumerate(words):
+        shape = _SHAPE_LOOKUP.get(word)
+        if shape is None:
+            continue
+        colour = next((w for w in reversed(words[max(i - 2, 0):i]) if w in COLOURS), None)
+        same_shape = [o for o in scene["objects"] if o["shape"] == shape]
+        meant = [o for o in same_shape if o["colour"] == colour] or same_shape
+        if meant:
+            found.append((i, [(o["x"] - o["extent"] / 2, o["y"] - o["extent"] / 2,
+                               o["x"] + o["extent"] / 2, o["y"] + o["extent"] / 2) for o in meant]))
+    return found
+
+
 # -----------------------------------------------------------------------------
 # The dataset on disk, laid out like Flickr8k.
 

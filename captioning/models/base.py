@@ -12,6 +12,7 @@ training and decoding ask it instead of comparing names:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,12 +34,24 @@ class Architecture:
     attention: Callable[[keras.Model], keras.Model] | None = None  # model -> its attention weights, if any
 
 
-def feature_encoder(features, units: int, dropout: float):
-    """Frozen ResNet50 features (per image or per region) -> normalised, regularised, `units` wide.
+def feature_encoder(features, units: int, dropout: float, region_kernel: int = 3):
+    """Frozen ResNet50 features -> normalised, regularised, `units` wide: one vector per image in,
+    one vector out; regions (n, R, C) of a square grid in, R encoded regions out.
 
     Normalisation first: ResNet50 activations (random or ImageNet) have wildly different scales.
     The Normalization layer is named feature_norm so training can adapt it on the training images.
+    Regions pass a small trainable conv block (1x1, then region_kernel x region_kernel over the
+    grid): a shape that spans several cells is read from its neighbourhood, not one cell at a time.
     """
     x = layers.Normalization(axis=-1, name="feature_norm")(features)
     x = layers.Dropout(dropout)(x)
-    return layers.Dense(units, activation="relu", name="encoder")(x)
+    if len(features.shape) == 2:
+        return layers.Dense(units, activation="relu", name="encoder")(x)
+    regions, channels = features.shape[1], features.shape[2]
+    side = math.isqrt(regions)
+    if side * side != regions:
+        raise ValueError(f"{regions} regions are not a square grid")
+    x = layers.Reshape((side, side, channels))(x)
+    x = layers.Conv2D(units, 1, activation="relu", name="region_mix")(x)
+    x = layers.Conv2D(units, region_kernel, padding="same", activation="relu", name="region_conv")(x)
+    return layers.Reshape((regions, units), name="encoder")(x)

@@ -1,7 +1,8 @@
 """merge_bilstm, the original design: a bidirectional LSTM reads the caption so far, the image
 attends over its word states, and a dense layer predicts the next word.
 
-    image features (2048) -> normalise -> dropout -> dense  ..... the image, in the decoder's width
+    image features (C) -> normalise -> dropout -> dense  ........ the image, in the decoder's width
+      or region features (R, C) -> region encoder (base.feature_encoder) -> max over regions
     caption prefix (max_length ids) -> embedding -> dropout -> bidirectional LSTM (one state per word)
     dot-product attention: the image queries the word states (padded steps masked out)
     [attended context, image, final LSTM states] -> dense -> softmax over the vocabulary = next word
@@ -20,14 +21,16 @@ from captioning.samples import count_pairs, prefix_pairs
 
 
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
-          embedding_dim: int = 256, dropout: float = 0.5, **_unused) -> keras.Model:
-    """[features (n, feature_dim), prefix (n, max_length)] -> next-word probabilities (n, vocab_size)."""
-    if len(feature_shape) != 1:
-        raise DataError(f"model.architecture=merge_bilstm needs one vector per image, the features are "
-                        f"{tuple(feature_shape)}: set features.pooling=avg")
+          embedding_dim: int = 256, dropout: float = 0.5, region_kernel: int = 3, **_unused) -> keras.Model:
+    """[features (n, C) or (n, R, C), prefix (n, max_length)] -> next-word probabilities (n, vocab_size)."""
+    if len(feature_shape) not in (1, 2):
+        raise DataError(f"model.architecture=merge_bilstm needs one vector or a grid of regions per image, "
+                        f"the features are {tuple(feature_shape)}: set features.pooling to avg, max or grid")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     prefix = keras.Input(shape=(max_length,), dtype="int32", name="prefix")
-    image = feature_encoder(features, units, dropout)
+    image = feature_encoder(features, units, dropout, region_kernel)
+    if len(feature_shape) == 2:  # the strongest response of each encoded channel, wherever it is
+        image = layers.GlobalMaxPooling1D(name="region_max")(image)
 
     # The words so far, read in both directions. mask_zero makes every later layer skip the
     # padding, so a 3-word prefix and a 12-word one are treated alike.

@@ -1,6 +1,6 @@
 """soft_attention (Show, Attend and Tell): an LSTM decoder that looks at another image region for each word.
 
-    region features (R, 2048) -> normalise -> dropout -> dense ......... R encoded regions
+    region features (R, C) -> normalise -> dropout -> conv block ...... R encoded regions (base.feature_encoder)
     mean region -> dense(tanh) x2 ..................................... initial LSTM h, c
     every step t:  alpha_t = softmax(v . tanh(W regions + U h))        additive (Bahdanau) attention
                    context = sigmoid(w . h) * sum_r alpha_t[r] region   the gating scalar beta
@@ -106,7 +106,7 @@ def attention_regulariser(alphas, tokens):
 
 
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
-          embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0,
+          embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0, region_kernel: int = 3,
           **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
     if len(feature_shape) != 2:
@@ -114,7 +114,7 @@ def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, u
                         f"{tuple(feature_shape)}: set features.pooling=grid")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = feature_encoder(features, units, dropout)
+    regions = feature_encoder(features, units, dropout, region_kernel)
     words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
     words = layers.Dropout(dropout)(words)
     probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, name="decoder")(
