@@ -90,16 +90,28 @@ def fit(model: keras.Model, arch: Architecture, train_ds, val_ds, config: TrainC
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
 
-def adapt_features(model: keras.Model, features: np.ndarray, batch_size: int = 64) -> None:
-    """Fit the model's feature Normalization on (training) features, in float32 batches.
+VARIANCE_FLOOR = 0.1  # of the mean channel variance
 
-    Batches keep the float32 copy small when features are a float16 (images, regions, 2048) grid.
+
+def adapt_features(model: keras.Model, features: np.ndarray, batch_size: int = 64) -> None:
+    """Fit the model's feature Normalization on (training) features, in float32 batches, with every
+    channel's variance floored at VARIANCE_FLOOR x the mean channel variance.
+
+    Why the floor: a random ResNet50 has channels that are nearly constant on the training images
+    (variance < 1e-6, some exactly 0). Divided by such a variance, an unusual image (a 1x1 or blank
+    one) gives normalised values in the tens, the image then drowns the caption prefix, and the
+    decoder repeats one word ("a big large large large"). The floor bounds what any one channel can
+    contribute; channels that do vary are unchanged. Batches keep the float32 copy small when
+    features are a float16 grid.
     """
+    norm = model.get_layer("feature_norm")
     if features.ndim == 2:  # one vector per image: small enough to adapt in one go
-        model.get_layer("feature_norm").adapt(features)
-        return
-    ds = tf.data.Dataset.from_tensor_slices(features).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
-    model.get_layer("feature_norm").adapt(ds)
+        norm.adapt(features)
+    else:
+        norm.adapt(tf.data.Dataset.from_tensor_slices(features).batch(batch_size).map(lambda x: tf.cast(x, tf.float32)))
+    variance = keras.ops.convert_to_numpy(norm.adapt_variance)
+    norm.adapt_variance.assign(np.maximum(variance, VARIANCE_FLOOR * variance.mean()))
+    norm.finalize_state()  # the layer normalises with the floored variance, and saves it
 
 
 def write_history(path: str | Path, history: dict[str, list[float]]) -> int:
