@@ -23,6 +23,8 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -180,7 +182,7 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _send_json(send, 413, _too_large(int(length), self.max_bytes))
+            return await _send_json(send, 413, _too_large(int(length), self.max_bytes, exact=True))
         seen = 0
 
         async def capped_receive():
@@ -195,8 +197,9 @@ class BodySizeLimit:
         return await self.app(scope, capped_receive, send)
 
 
-def _too_large(size: int, limit: int) -> str:
-    return f"request body of {size:,} bytes or more is larger than the {limit:,} allowed; send a smaller image"
+def _too_large(size: int, limit: int, exact: bool = False) -> str:
+    more = "" if exact else " or more"
+    return f"request body of {size:,} bytes{more} is larger than the {limit:,} allowed; send a smaller image"
 
 
 async def _send_json(send, status: int, message: str) -> None:
@@ -249,14 +252,15 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
 
     `model_info` (e.g. the registry name, version and run) is shown on the page and in /health.
     """
-    from contextlib import asynccontextmanager
-
     batcher = MicroBatcher(captioner, batching, limits.max_queue)
     captioner.max_pixels = limits.max_pixels
     model = {**captioner.describe(), **(model_info or {})}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Trace the encoder and decoder graphs now, so the first client doesn't wait seconds for it.
+        size = captioner.spec.image_size
+        await asyncio.to_thread(captioner.caption_arrays, np.zeros((1, size, size, 3), np.float32), None, None, True)
         batcher.start()
         yield
         await batcher.stop()
@@ -371,3 +375,33 @@ _ERRORS = {code: {"description": why, "content": {"application/json": {"example"
                              (413, "body or pixel count over the limit"), (415, "not an image upload"),
                              (422, "bad query parameter"), (503, "busy or timed out")]}
 
+
+
+@contextmanager
+def background_server(app, host: str = "127.0.0.1", start_timeout_s: float = 300.0) -> Iterator[str]:
+    """Run `app` with uvicorn in a thread of this process on a free port; yields its base URL.
+
+    For tests and benchmarks: a real HTTP server on 127.0.0.1, stopped (and its thread joined) on exit.
+    """
+    import socket
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind((host, 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:  # start-up traces the model graphs: seconds
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the captioning server did not start; see the log above")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
