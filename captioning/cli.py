@@ -12,10 +12,12 @@ file (a decompression bomb) is reported by name and the others are still caption
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from captioning.io import DataError
@@ -34,6 +36,25 @@ def quiet_tensorflow() -> None:
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block: TensorFlow's C++ libraries log CUDA probing
+    through absl before TF_CPP_MIN_LOG_LEVEL applies. Python exceptions still surface after the block."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def expand(inputs: list[str]) -> list[str]:
@@ -112,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < (1 if name == "--beam-size" else 0):
             parser.error(f"{name} {value}: must be >= {1 if name == '--beam-size' else 0}")
 
+    import numpy as np
+
     from captioning.captioner import Captioner
 
     paths = expand(args.images)
     try:
-        captioner = Captioner(args.model, args.beam_size, args.length_penalty)
+        with native_stderr_silenced(not args.verbose):
+            captioner = Captioner(args.model, args.beam_size, args.length_penalty)
+            captioner.caption_arrays(np.zeros((1, captioner.spec.image_size, captioner.spec.image_size, 3)))
         if captioner.decoding_source.startswith("greedy"):
             print(f"note: decoding {captioner.decoding_source}", file=sys.stderr)
         captions, errors = caption_images(paths, args.model, attention=args.attention, captioner=captioner)
@@ -137,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args) -> int:
+    import numpy as np
     import uvicorn
 
     from captioning.captioner import Captioner
@@ -144,8 +170,10 @@ def serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        model_dir, info = resolve_model(args.model)
-        captioner = Captioner(model_dir)
+        with native_stderr_silenced(not args.verbose):
+            model_dir, info = resolve_model(args.model)
+            captioner = Captioner(model_dir)
+            captioner.caption_arrays(np.zeros((1, captioner.spec.image_size, captioner.spec.image_size, 3)))
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

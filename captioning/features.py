@@ -65,8 +65,9 @@ def load_image(source: str | Path | bytes | BinaryIO, size: int, max_pixels: int
                 return np.asarray(img, dtype=np.float32)
     except DataError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"{label}: too many pixels ({e}); send a smaller image") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{label}: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?), "
+                            f"over the {max_pixels:,} allowed; send a smaller image") from None
     except FileNotFoundError:
         raise DataError(f"{label}: image not found") from None
     except PermissionError:

@@ -109,12 +109,18 @@ def trained_repo(tmp_path_factory) -> Path:
     return repo
 
 
+# soft_attention on grid features (2x2 regions at 64 px), with held-out pairs.
+ATTENTION = {**TINY, "features.pooling": "grid", "model.architecture": "soft_attention",
+             "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",
+             "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
+             "data.shapes.holdout_images": 6}
+
+
 @pytest.fixture(scope="session")
-def attention_trained_repo(tmp_path_factory) -> Path:
-    """A tiny soft_attention clone (2x2 grid features) after `dvc repro`; greedy (no decoding.json)."""
-    params = {**TINY, "features.pooling": "grid", "model.architecture": "soft_attention",
-              "evaluate.beam_size": 1, "evaluate.attention_maps": 1}
-    repo = clone(tmp_path_factory.mktemp("attention_trained"), params)
+def attention_repo(tmp_path_factory) -> Path:
+    """A tiny soft_attention clone after `dvc repro`, shared by every module that needs one
+    (tests only read it, or add files of their own)."""
+    repo = clone(tmp_path_factory.mktemp("attention"), ATTENTION)
     dvc(repo, "repro")
     return repo
 

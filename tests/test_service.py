@@ -188,8 +188,8 @@ def test_a_request_that_waits_too_long_gets_503(captioner, odd_inputs):
         assert http.get(f"{url}/health").status_code == 200
 
 
-def test_soft_attention_answers_carry_each_words_attention(attention_trained_repo, odd_inputs):
-    captioner = Captioner(attention_trained_repo / "models")
+def test_soft_attention_answers_carry_each_words_attention(attention_repo, odd_inputs):
+    captioner = Captioner(attention_repo / "models")
     with background_server(create_app(captioner)) as url, httpx.Client(timeout=120) as http:
         answer = post_raw(http, url, odd_inputs["jpeg"].read_bytes()).json()
         plain = post_raw(http, url, odd_inputs["jpeg"].read_bytes(), attention="false").json()
