@@ -254,7 +254,7 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
     """
     batcher = MicroBatcher(captioner, batching, limits.max_queue)
     captioner.max_pixels = limits.max_pixels
-    model = {**captioner.describe(), **(model_info or {})}
+    model = {"source": str(captioner.model_dir), **captioner.describe(), **(model_info or {})}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

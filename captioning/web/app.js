@@ -9,7 +9,7 @@ async function loadHealth() {
   try {
     const health = await (await fetch("/health")).json();
     const m = health.model;
-    const origin = m.version ? `${m.name} v${m.version}` : m.source;
+    const origin = m.version ? `${m.name} v${m.version}` : (m.source || "local model");
     const run = m.run_id ? ` · run ${m.run_id.slice(0, 8)}` : "";
     const dec = m.decoding;
     $("model").textContent = `${m.architecture} · ${origin}${run} · beam ${dec.beam_size}` +
