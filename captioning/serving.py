@@ -56,7 +56,7 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
         else:  # logged before decoding.json was an artifact
             self.captioner = Captioner(model_dir, decoding.get("beam_size", 1), decoding.get("length_penalty", 0.0))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:
         from captioning.io import DataError
 
         values = list(model_input["image"]) if "image" in model_input else []
@@ -74,8 +74,8 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
             except Exception:  # noqa: BLE001 (logged here with its traceback; the client gets one line)
                 log.exception("captioning %d images failed", len(images))
                 errors.update({i: f"image {i}: internal error; the server log has the details" for i in images})
-        return pd.DataFrame({"caption": [captions.get(i) for i in range(len(values))],
-                             "error": [errors.get(i) for i in range(len(values))]})
+        # Records, not a DataFrame: pandas would turn the missing values into NaN (not valid JSON).
+        return [{"caption": captions.get(i), "error": errors.get(i)} for i in range(len(values))]
 
 
 def signature():
