@@ -324,7 +324,7 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
         result = await batcher.caption(image, beam, attention, limits.timeout_s)
         answer: dict[str, Any] = {"caption": result.text, "words": result.words, "beam_size": beam,
                                   "length_penalty": captioner.length_penalty, "attention": None}
-        if result.attention is not None:
+        if attention and result.attention is not None:  # a batch-mate may have asked for it, not this one
             regions = result.attention.shape[-1]
             side = int(round(regions ** 0.5))
             answer["attention"] = {"grid": side, "weights": np.round(result.attention, 4).tolist()}
