@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench
+.PHONY: run test install bench system-deps
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,3 +22,6 @@ test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 
 bench: $(STAMP)  ## throughput / timing figures quoted in the README
 	. $(BIN)/activate && python -m benchmarks.features_throughput && python -m benchmarks.pipeline_timing
+
+system-deps:  ## Debian packages the tests use: chromium + its driver for the web page's browser test (root)
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver

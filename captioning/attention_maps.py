@@ -26,13 +26,20 @@ def caption_attention(model, features: np.ndarray, vocab: Vocabulary,
                       batch_size: int = 256) -> list[tuple[list[str], np.ndarray]]:
     """Greedy captions and, per caption, the attention (words, regions) that produced each word."""
     captions = greedy_decode(model, features, vocab, batch_size)
+    return list(zip(captions, attention_for(model, features, vocab, captions, batch_size)))
+
+
+def attention_for(model, features: np.ndarray, vocab: Vocabulary, captions: list[list[str]],
+                  batch_size: int = 256) -> list[np.ndarray]:
+    """Per caption (however it was decoded), the (words, regions) attention the model gives each word
+    when fed that caption (teacher forcing)."""
     tokens = np.zeros((len(captions), vocab.max_length), dtype=np.int32)
     for row, words in enumerate(captions):
         ids = [vocab.index[START], *vocab.encode(" ".join(words))][: vocab.max_length]
         tokens[row, : len(ids)] = ids
     alphas = predict(models.of(model).attention(model), features, tokens, batch_size)  # (n, max_length, R)
     # The word at position t+1 was predicted at position t, from that step's attention.
-    return [(words, alphas[row, : len(words)]) for row, words in enumerate(captions)]
+    return [alphas[row, : len(words)] for row, words in enumerate(captions)]
 
 
 def attention_figure(image_path: str | Path, words: list[str], alphas: np.ndarray, out_path: str | Path,

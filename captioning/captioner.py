@@ -1,24 +1,61 @@
 """A trained captioner loaded once: encoder, decoder and vocabulary from a model directory.
 
-The caption command, the MLflow served model and the latency benchmark all caption new images
-through this class, so a given image gets the same caption everywhere: the encoder is rebuilt from
-the weights the features stage saved (same weights, image size and pooling as training).
+The caption command, the web service, the MLflow served model and the latency benchmark all caption
+new images through this class, so a given image gets the same caption everywhere: every image is
+decoded by `features.load_image` (path or bytes, pixel cap included) and encoded by the encoder
+rebuilt from the weights the features stage saved (same weights, image size and pooling as training).
+
+Decoding settings (beam size, length penalty) live with the model, in `<model dir>/decoding.json`
+(`{"beam_size": 3, "length_penalty": 0.7}`); the MLflow model carries the same file among its
+artifacts. Arguments override them; a model directory without that file (older models) decodes
+greedily, and `decoding_source` says so.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from captioning.io import DataError
 
 FILES = ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5")
+DECODING_FILE = "decoding.json"
+GREEDY = {"beam_size": 1, "length_penalty": 0.0}
+
+
+@dataclass
+class Caption:
+    words: list[str]
+    attention: np.ndarray | None = None  # soft_attention models, on request: (words, regions)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+def saved_decoding(model_dir: Path) -> tuple[dict, str]:
+    """The model's own decoding settings and where they came from (greedy when it has none)."""
+    path = model_dir / DECODING_FILE
+    if not path.exists():
+        return dict(GREEDY), f"greedy: {path} not found (a model saved before decoding.json existed)"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        settings = {"beam_size": int(saved.get("beam_size", 1)),
+                    "length_penalty": float(saved.get("length_penalty", 0.0))}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{path}: not valid decoding settings ({e}); expected "
+                        '{"beam_size": 3, "length_penalty": 0.7}') from None
+    return settings, str(path)
 
 
 class Captioner:
-    def __init__(self, model_dir: str | Path, beam_size: int = 1, length_penalty: float = 0.0):
-        from captioning.features import load_encoder
+    def __init__(self, model_dir: str | Path, beam_size: int | None = None, length_penalty: float | None = None,
+                 max_pixels: int | None = None):
+        from captioning.features import MAX_PIXELS, load_encoder
         from captioning.io import read_json
         from captioning.models import load_model
         from captioning.text import Vocabulary
@@ -27,25 +64,74 @@ class Captioner:
         for name in FILES:
             if not (model_dir / name).exists():
                 raise DataError(f"{model_dir / name}: not found; train a model first (dvc repro) or pass --model DIR")
-        self.model_dir, self.beam_size, self.length_penalty = model_dir, beam_size, length_penalty
+        self.model_dir = model_dir
+        decoding, self.decoding_source = saved_decoding(model_dir)
+        if beam_size is not None or length_penalty is not None:
+            self.decoding_source = "overridden" + ("" if beam_size is not None and length_penalty is not None
+                                                   else f", rest from {self.decoding_source}")
+        self.beam_size = int(beam_size if beam_size is not None else decoding["beam_size"])
+        self.length_penalty = float(length_penalty if length_penalty is not None else decoding["length_penalty"])
+        self.max_pixels = max_pixels or MAX_PIXELS
         self.spec, self.encoder = load_encoder(model_dir)
         self.model = load_model(model_dir / "model.keras")
         self.vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
 
+    @property
+    def has_attention(self) -> bool:
+        from captioning.attention_maps import is_attention_model
+
+        return is_attention_model(self.model)
+
+    def describe(self) -> dict:
+        """What this model is, for people: architecture, encoder, decoding and the MLflow run it came from."""
+        run = self.model_dir / "run.json"
+        run_id = json.loads(run.read_text(encoding="utf-8")).get("mlflow_run_id") if run.exists() else None
+        return {"architecture": self.model.name, "attention": self.has_attention, "pooling": self.spec.pooling,
+                "image_size": self.spec.image_size, "vocabulary": len(self.vocab.words), "run_id": run_id,
+                "decoding": {"beam_size": self.beam_size, "length_penalty": self.length_penalty,
+                             "source": self.decoding_source}}
+
+    def load(self, source: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
+        """One image (path, bytes or binary file) as the encoder's input; DataError names `name`."""
+        from captioning.features import load_image
+
+        return load_image(source, self.spec.image_size, self.max_pixels, name)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """Encoder features of a batch of loaded images, exactly as the features stage computes them."""
+        from captioning.features import _forward, as_regions
+
+        return as_regions(_forward(self.encoder, self.spec.image_size)(np.asarray(images, np.float32)).numpy())
+
+    def caption_arrays(self, images: np.ndarray, beam_size: int | None = None, length_penalty: float | None = None,
+                       attention: bool = False) -> list[Caption]:
+        """Captions for a batch of loaded images (n, size, size, 3): one encoder and one decoder pass.
+
+        With `attention` (soft_attention models), each caption also has the attention of every word.
+        """
+        from captioning.attention_maps import attention_for
+        from captioning.decoding import decode
+
+        if len(images) == 0:
+            return []
+        feats = self.features(images)
+        words = decode(self.model, feats, self.vocab, beam_size or self.beam_size,
+                       self.length_penalty if length_penalty is None else length_penalty)
+        if not (attention and self.has_attention):
+            return [Caption(w) for w in words]
+        return [Caption(w, a) for w, a in zip(words, attention_for(self.model, feats, self.vocab, words))]
+
     def encode(self, paths: list[str]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Features of every readable image (paths kept, in order) and errors (path -> message)."""
-        from captioning.features import as_regions, load_image, preprocess
-
         images, errors = {}, {}
         for path in paths:
             try:
-                images[path] = load_image(path, self.spec.image_size)
+                images[path] = self.load(path)
             except DataError as e:
                 errors[path] = str(e)
         if not images:
             return [], np.zeros((0,)), errors
-        feats = as_regions(self.encoder(preprocess(np.stack(list(images.values()))), training=False))
-        return list(images), feats, errors
+        return list(images), self.features(np.stack(list(images.values()))), errors
 
     def caption(self, paths: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         """Captions (path -> text) for the readable images, and errors for the others."""
@@ -59,9 +145,9 @@ class Captioner:
 
     def draw_attention(self, paths: list[str], out: Path) -> tuple[dict[str, str], dict[str, str]]:
         """Greedy captions plus an attention figure per image: `out` for one image, OUT-STEM_N.png for several."""
-        from captioning.attention_maps import attention_figure, caption_attention, is_attention_model
+        from captioning.attention_maps import attention_figure, caption_attention
 
-        if not is_attention_model(self.model):
+        if not self.has_attention:
             raise DataError(f"{self.model_dir / 'model.keras'}: --attention needs a soft_attention model")
         ok, feats, errors = self.encode(paths)
         if not ok:

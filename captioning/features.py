@@ -13,11 +13,13 @@ weights the training features came from, also when they are randomly initialised
 from __future__ import annotations
 
 import functools
+import io
 import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import keras
 import numpy as np
@@ -29,21 +31,57 @@ from captioning.io import DataError, atomic_path, read_json, write_json
 
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
+MAX_PIXELS = 40_000_000  # 40 Mpx (e.g. 8000x5000): more is refused before any pixel is decoded
+
+
+class ImageTooLarge(DataError):
+    """An image whose header announces more pixels than allowed (a decompression bomb, or just huge)."""
+
+
+def load_image(source: str | Path | bytes | BinaryIO, size: int, max_pixels: int = MAX_PIXELS,
+               name: str | None = None) -> np.ndarray:
     """An RGB image as float32 (size, size, 3) in 0..255, squashed to a square like Flickr8k models do.
 
-    Grayscale, CMYK, palette and RGBA images are converted to RGB. Raises DataError naming the file
-    when it is missing, truncated or not an image.
+    `source` is a path, the file's bytes or an open binary file: the CLI, the web service and the
+    MLflow model all decode through here, so one image gets one caption everywhere. Grayscale, CMYK,
+    palette and RGBA images are converted to RGB. The pixel count is checked from the header, before
+    decoding. Raises ImageTooLarge, or DataError naming the file (`name`, else the path) when it is
+    missing, unreadable, empty, truncated or not an image.
     """
+    label = name or (str(source) if isinstance(source, (str, Path)) else "image")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise DataError(f"{label}: empty file (0 bytes); send the image's contents")
+        source = io.BytesIO(source)
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the image is large
-            img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.float32)
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit and raises above twice that; ours is checked just below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageTooLarge(f"{label}: {width}x{height} pixels is more than the {max_pixels:,} allowed; "
+                                        "send a smaller image")
+                img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when the image is large
+                img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(img, dtype=np.float32)
+    except DataError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{label}: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?), "
+                            f"over the {max_pixels:,} allowed; send a smaller image") from None
     except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e}); replace or remove it") from None
+        raise DataError(f"{label}: image not found") from None
+    except PermissionError:
+        raise DataError(f"{label}: permission denied; make the file readable (chmod) or leave it out") from None
+    except IsADirectoryError:
+        raise DataError(f"{label}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        empty = isinstance(source, (str, Path)) and Path(source).stat().st_size == 0
+        why = "empty file (0 bytes)" if empty else "not an image (JPEG, PNG, ... expected)"
+        raise DataError(f"{label}: {why}; replace or remove it") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{label}: not a readable image ({e}); replace or remove it") from None
 
 
 LAST_LAYER = "conv5_block3_out"  # ResNet50's last block: what ImageNet captioning models keep

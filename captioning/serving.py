@@ -1,16 +1,24 @@
 """The trained captioner as an MLflow pyfunc model, logged "from code" (this file is the model).
 
 `mlflow models serve -m models:/captioning@champion --env-manager local` then answers
-`POST /invocations {"dataframe_records": [{"image": "<base64 JPEG/PNG bytes or a path>"}]}` with
-`{"predictions": [{"caption": "..."}]}`. The encoder, decoder and vocabulary are loaded once per
-process (not per request) with the same functions `captioning caption` uses, so a served image gets
-the caption the CLI gives it. The `captioning` package travels inside the model (code_paths).
+`POST /invocations {"dataframe_records": [{"image": "<base64 of the JPEG/PNG bytes>"}]}` with
+`{"predictions": [{"caption": "...", "error": null}]}`, one record per image, in order. An image that
+cannot be captioned gets `{"caption": null, "error": "image 1: ..."}` (a one-line reason, never a
+stack trace) and does not fail the others. Requests carry image bytes only: a value is always
+decoded as base64, never looked up as a file on the server.
+
+The encoder, decoder and vocabulary are loaded once per process (not per request) by the Captioner
+the CLI and `captioning serve` use, so a served image gets the caption the CLI gives it. Decoding
+settings travel with the model as its decoding.json artifact (and as model_config, for older
+readers). The `captioning` package travels inside the model (code_paths).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -20,43 +28,63 @@ import numpy as np
 import pandas as pd
 
 ARTIFACTS = ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5")
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
-def _as_file(value: str, tmp: Path, i: int) -> str:
-    """A request's image: an existing path as is, else base64 bytes written to a temporary file."""
-    if len(value) < 4096 and Path(value).is_file():
-        return value
+def image_bytes(value, i: int) -> bytes:
+    """A request's image: base64 of the file's bytes (never a path). ValueError names the row."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"image {i}: expected base64 of the image file's bytes, got {type(value).__name__ if value else 'nothing'}")
+    if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise ValueError(f"image {i}: larger than {MAX_IMAGE_BYTES // 2**20} MB; send a smaller image")
     try:
-        data = base64.b64decode(value, validate=True)
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"image {i}: neither an existing file nor base64 image bytes") from None
-    path = tmp / f"image{i}"
-    path.write_bytes(data)
-    return str(path)
+        raise ValueError(f"image {i}: not base64; send base64 of the image file's bytes (paths are not accepted)") from None
 
 
 class CaptionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from captioning.captioner import Captioner
+        from captioning.captioner import DECODING_FILE, Captioner
 
+        model_dir = Path(context.artifacts["model.keras"]).parent
         decoding = context.model_config or {}
-        self.captioner = Captioner(Path(context.artifacts["model.keras"]).parent,
-                                   decoding.get("beam_size", 1), decoding.get("length_penalty", 0.0))
+        if (model_dir / DECODING_FILE).exists() or not decoding:
+            self.captioner = Captioner(model_dir)
+        else:  # logged before decoding.json was an artifact
+            self.captioner = Captioner(model_dir, decoding.get("beam_size", 1), decoding.get("length_penalty", 0.0))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = [_as_file(str(v), Path(tmp), i) for i, v in enumerate(model_input["image"])]
-            captions, errors = self.captioner.caption(paths)
-            if errors:
-                raise ValueError("; ".join(errors.values()))
-            return pd.DataFrame({"caption": [captions[p] for p in paths]})
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:
+        from captioning.io import DataError
+
+        values = list(model_input["image"]) if "image" in model_input else []
+        images, errors = {}, {}
+        for i, value in enumerate(values):
+            try:
+                images[i] = self.captioner.load(image_bytes(value, i), name=f"image {i}")
+            except (ValueError, DataError) as e:  # DataError is a ValueError; both carry one-line reasons
+                errors[i] = str(e)
+        captions = {}
+        if images:
+            try:
+                results = self.captioner.caption_arrays(np.stack(list(images.values())))
+                captions = {i: r.text for i, r in zip(images, results)}
+            except Exception:  # noqa: BLE001 (logged here with its traceback; the client gets one line)
+                log.exception("captioning %d images failed", len(images))
+                errors.update({i: f"image {i}: internal error; the server log has the details" for i in images})
+        # Records, not a DataFrame: pandas would turn the missing values into NaN (not valid JSON).
+        return [{"caption": captions.get(i), "error": errors.get(i)} for i in range(len(values))]
 
 
 def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("string", "image")]), outputs=Schema([ColSpec("string", "caption")]))
+    return ModelSignature(inputs=Schema([ColSpec("string", "image")]),
+                          outputs=Schema([ColSpec("string", "caption", required=False),
+                                          ColSpec("string", "error", required=False)]))
 
 
 def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None,
@@ -66,14 +94,19 @@ def log_model(model_dir: str | Path = "models", registered_model_name: str | Non
     import importlib.metadata as md
 
     import captioning
+    from captioning.captioner import DECODING_FILE
 
     pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow")]
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=__file__,
-        artifacts={name: str(Path(model_dir) / name) for name in ARTIFACTS},
-        code_paths=[str(Path(captioning.__file__).parent)],
-        signature=signature(), pip_requirements=pins, model_config=decoding or {},  # explicit: inferring them would load the model
-        registered_model_name=registered_model_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {name: str(Path(model_dir) / name) for name in ARTIFACTS}
+        if decoding:  # the model's own decoding settings travel with it, read by Captioner
+            (Path(tmp) / DECODING_FILE).write_text(json.dumps(decoding) + "\n", encoding="utf-8")
+            artifacts[DECODING_FILE] = str(Path(tmp) / DECODING_FILE)
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=__file__, artifacts=artifacts,
+            code_paths=[str(Path(captioning.__file__).parent)],
+            signature=signature(), pip_requirements=pins, model_config=decoding or {},  # explicit: inferring them would load the model
+            registered_model_name=registered_model_name)
 
 
 def latency_ms(model_dir: str | Path, images: list[str], repeats: int = 3, **decoding) -> float:

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -111,6 +112,79 @@ def dvc(repo: Path, *args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
+
+
+# -----------------------------------------------------------------------------
+# Trained tiny models, one per session, for the CLI, the web service and the browser test.
+
+# What the tiny params' evaluate stage decodes with; a trained model dir carries it as decoding.json.
+TINY_DECODING = {"beam_size": TINY["evaluate.beam_size"], "length_penalty": 0.7}
+
+
+@pytest.fixture(scope="session")
+def trained_repo(tmp_path_factory) -> Path:
+    """A tiny clone after `dvc repro` (merge_bilstm): models/, data/raw/images, reports/samples.json.
+
+    models/decoding.json is written here with the settings evaluate used (the pipeline does not
+    write it yet), so captions can be compared with the evaluate stage's."""
+    repo = clone(tmp_path_factory.mktemp("trained"), TINY)
+    dvc(repo, "repro")
+    (repo / "models" / "decoding.json").write_text(json.dumps(TINY_DECODING))
+    return repo
+
+
+# soft_attention on grid features (2x2 regions at 64 px), with held-out pairs.
+ATTENTION = {**TINY, "features.pooling": "grid", "model.architecture": "soft_attention",
+             "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",
+             "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
+             "data.shapes.holdout_images": 6}
+
+
+@pytest.fixture(scope="session")
+def attention_repo(tmp_path_factory) -> Path:
+    """A tiny soft_attention clone after `dvc repro`, shared by every module that needs one
+    (tests only read it, or add files of their own)."""
+    repo = clone(tmp_path_factory.mktemp("attention"), ATTENTION)
+    dvc(repo, "repro")
+    return repo
+
+
+def png_bomb(path: Path, side: int = 30000) -> Path:
+    """A valid 1-bit PNG of side x side pixels (900 Mpx at 30000) that is only ~100 KB on disk,
+    written row by row so the full image never exists in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="session")
+def odd_inputs(tmp_path_factory, sample_images) -> dict[str, Path]:
+    """Good images in every colour mode and the bad files users meet, by kind."""
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("odd_inputs")
+    src = Image.open(sample_images[0])
+    files = {"jpeg": sample_images[0]}
+    for kind, mode, name in [("png", "RGB", "rgb.png"), ("grayscale", "L", "gray.jpg"), ("cmyk", "CMYK", "cmyk.jpg"),
+                             ("rgba", "RGBA", "rgba.png"), ("palette", "P", "palette.png")]:
+        src.convert(mode).save(out / name)
+        files[kind] = out / name
+    data = sample_images[0].read_bytes()
+    (out / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (out / "empty.jpg").write_bytes(b"")
+    (out / "text.jpg").write_text("this is a text file with a .jpg name\n")
+    files.update(truncated=out / "truncated.jpg", empty=out / "empty.jpg", text=out / "text.jpg",
+                 bomb=png_bomb(out / "bomb.png"))
+    return files
 
 
 # -----------------------------------------------------------------------------

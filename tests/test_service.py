@@ -1,0 +1,243 @@
+"""The web service over real HTTP on 127.0.0.1: good images in every colour mode, hostile and broken
+requests (right status, one clear line, no traceback, the server still answers), micro-batching,
+the attention answer of soft_attention models, and `captioning serve` itself as a subprocess."""
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from captioning.captioner import Captioner
+from captioning.service import Batching, Limits, background_server, create_app
+
+pytestmark = pytest.mark.slow  # trains a tiny model once per session
+
+LIMITS = Limits(max_bytes=5 * 1024 * 1024, max_pixels=40_000_000, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def captioner(trained_repo):
+    return Captioner(trained_repo / "models")
+
+
+@pytest.fixture(scope="module")
+def url(captioner):
+    with background_server(create_app(captioner, {"source": "models"}, LIMITS)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def http():
+    with httpx.Client(timeout=120) as client:
+        yield client
+
+
+def post_raw(http, url, data, ctype="image/jpeg", **params):
+    return http.post(f"{url}/caption", content=data, headers={"content-type": ctype}, params=params)
+
+
+def assert_clean_error(response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"]
+    message = body["error"]
+    assert "\n" not in message and "Traceback" not in response.text and 'File "' not in response.text
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def assert_still_serving(http, url, odd_inputs):
+    response = post_raw(http, url, odd_inputs["jpeg"].read_bytes())
+    assert response.status_code == 200 and response.json()["caption"], response.text
+
+
+def test_health_describes_the_model_and_limits(http, url, trained_repo):
+    health = http.get(f"{url}/health").json()
+    run_id = json.loads((trained_repo / "models/run.json").read_text())["mlflow_run_id"]
+    assert health["model"]["architecture"] == "merge_bilstm" and health["model"]["run_id"] == run_id
+    assert health["model"]["decoding"]["beam_size"] == 3  # from models/decoding.json
+    assert health["limits"]["max_bytes"] == LIMITS.max_bytes
+
+
+def test_caption_equals_the_evaluate_stage_and_the_cli(http, url, trained_repo):
+    """Same loader, encoder and saved decoding settings: evaluate, the CLI and the service agree."""
+    samples = json.loads((trained_repo / "reports/samples.json").read_text())
+    images = [trained_repo / "data/raw/images" / s["image"] for s in samples]
+    served = [post_raw(http, url, p.read_bytes(), "image/png").json() for p in images]
+    assert [s["caption"] for s in served] == [s["prediction"] for s in samples]
+    assert all(s["beam_size"] == 3 and s["attention"] is None for s in served)
+    cli = subprocess.run([sys.executable, "-m", "captioning", "caption", "--json", *map(str, images)],
+                         cwd=trained_repo, capture_output=True, text=True)
+    assert [json.loads(line)["caption"] for line in cli.stdout.splitlines()] == [s["prediction"] for s in samples]
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png", "grayscale", "cmyk", "rgba", "palette"])
+def test_every_colour_mode_is_captioned_raw_and_multipart(http, url, odd_inputs, captioner, kind):
+    data = odd_inputs[kind].read_bytes()
+    raw = post_raw(http, url, data, "image/png" if kind in ("png", "rgba", "palette") else "image/jpeg")
+    form = http.post(f"{url}/caption", files={"image": (odd_inputs[kind].name, data, "application/octet-stream")})
+    assert raw.status_code == form.status_code == 200, (raw.text, form.text)
+    expected = captioner.caption_arrays(captioner.load(odd_inputs[kind])[None])[0].text
+    assert raw.json()["caption"] == form.json()["caption"] == expected
+    assert raw.json()["words"] == expected.split()
+
+
+def test_beam_size_is_a_bounded_query_parameter(http, url, odd_inputs, captioner):
+    data = odd_inputs["jpeg"].read_bytes()
+    greedy = post_raw(http, url, data, beam_size=1).json()
+    assert greedy["beam_size"] == 1
+    assert greedy["caption"] == captioner.caption_arrays(captioner.load(odd_inputs["jpeg"])[None], 1)[0].text
+    assert_clean_error(post_raw(http, url, data, beam_size=11), 422, "beam_size")
+    assert_clean_error(post_raw(http, url, data, beam_size=0), 422, "beam_size")
+
+
+@pytest.mark.parametrize("kind, status, words", [
+    ("bomb", 413, ["pixels", "smaller image"]),
+    ("truncated", 400, ["truncated"]),
+    ("empty", 400, ["empty"]),
+    ("text", 400, ["not an image"]),
+])
+def test_bad_files_get_a_one_line_reason_and_the_server_carries_on(http, url, odd_inputs, kind, status, words):
+    data = odd_inputs[kind].read_bytes()
+    assert_clean_error(post_raw(http, url, data, "image/png"), status, *words)
+    form = http.post(f"{url}/caption", files={"image": (odd_inputs[kind].name, data, "image/png")})
+    assert_clean_error(form, status, odd_inputs[kind].name, *words)  # named by the client's file name
+    assert_still_serving(http, url, odd_inputs)
+
+
+def test_a_path_is_never_opened_on_the_server(http, url, odd_inputs):
+    # As a raw body, a path is just bytes that are not an image: existing or not, the same answer.
+    existing = assert_clean_error(post_raw(http, url, str(odd_inputs["jpeg"]).encode()), 400, "not an image")
+    missing = assert_clean_error(post_raw(http, url, b"/nonexistent/image.jpg"), 400, "not an image")
+    assert existing == missing
+    # As a form text field or JSON, it is refused for what it is.
+    field = http.post(f"{url}/caption", data={"image": str(odd_inputs["jpeg"])}, files={"other": ("x", b"x")})
+    assert_clean_error(field, 400, "file upload")
+    assert_clean_error(http.post(f"{url}/caption", json={"image": str(odd_inputs["jpeg"])}), 415, "application/json")
+    assert_still_serving(http, url, odd_inputs)
+
+
+def test_50_mb_bodies_are_refused_without_reading_them(http, url, odd_inputs):
+    big = b"\xff" * (50 * 1024 * 1024)
+    assert_clean_error(post_raw(http, url, big), 413, "52,428,800", "5,242,880")
+
+    def chunks():  # no Content-Length: counted while it streams in
+        for start in range(0, len(big), 1024 * 1024):
+            yield big[start:start + 1024 * 1024]
+
+    assert_clean_error(post_raw(http, url, chunks()), 413, "larger than the 5,242,880")
+    form = http.post(f"{url}/caption", files={"image": ("big.jpg", big, "image/jpeg")})
+    assert_clean_error(form, 413, "larger than")
+    assert_still_serving(http, url, odd_inputs)
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_wrong_content_type_is_415(http, url, odd_inputs, ctype):
+    assert_clean_error(post_raw(http, url, odd_inputs["jpeg"].read_bytes(), ctype), 415, "Content-Type",
+                       "multipart/form-data")
+    assert_still_serving(http, url, odd_inputs)
+
+
+def test_missing_form_field_and_unknown_route(http, url, odd_inputs):
+    form = http.post(f"{url}/caption", files={"picture": ("a.jpg", odd_inputs["jpeg"].read_bytes(), "image/jpeg")})
+    assert_clean_error(form, 400, "'image' missing")
+    assert_clean_error(http.get(f"{url}/nope"), 404)
+    assert_clean_error(http.get(f"{url}/caption"), 405)
+
+
+def test_page_docs_and_openapi_are_served(http, url):
+    page = http.get(f"{url}/")
+    assert page.status_code == 200 and "<title>Image captioning</title>" in page.text
+    assert http.get(f"{url}/static/app.js").status_code == 200
+    assert http.get(f"{url}/docs").status_code == 200
+    spec = http.get(f"{url}/openapi.json").json()
+    body = spec["paths"]["/caption"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/*"} <= set(body)
+    assert http.get(f"{url}/static/../service.py").status_code == 404  # no way out of the web folder
+
+
+def test_concurrent_requests_are_micro_batched(captioner, sample_images):
+    """16 parallel clients inside one wide window: far fewer model calls than requests, same captions."""
+    images = [p.read_bytes() for p in sample_images[:16]]
+    app = create_app(captioner, limits=LIMITS, batching=Batching(window_ms=1000, max_batch=32))
+    with background_server(app) as url, httpx.Client(timeout=120) as http:
+        before = http.get(f"{url}/health").json()["batching"]
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda data: post_raw(http, url, data), images))
+        after = http.get(f"{url}/health").json()["batching"]
+    assert all(a.status_code == 200 for a in answers)
+    calls = after["model_calls"] - before["model_calls"]
+    assert after["images"] - before["images"] == 16
+    assert calls <= 4 and after["largest_batch"] >= 4, after  # 16 sequential requests would be 16 calls
+    one_by_one = [captioner.caption_arrays(captioner.load(data)[None])[0].text for data in images]
+    assert [a.json()["caption"] for a in answers] == one_by_one
+
+
+def test_a_request_that_waits_too_long_gets_503(captioner, odd_inputs):
+    app = create_app(captioner, limits=Limits(timeout_s=0.001), batching=Batching(window_ms=200))
+    with background_server(app) as url, httpx.Client(timeout=60) as http:
+        assert_clean_error(post_raw(http, url, odd_inputs["jpeg"].read_bytes()), 503, "timed out")
+        assert http.get(f"{url}/health").status_code == 200
+
+
+def test_soft_attention_answers_carry_each_words_attention(attention_repo, odd_inputs):
+    captioner = Captioner(attention_repo / "models")
+    with background_server(create_app(captioner)) as url, httpx.Client(timeout=120) as http:
+        answer = post_raw(http, url, odd_inputs["jpeg"].read_bytes()).json()
+        plain = post_raw(http, url, odd_inputs["jpeg"].read_bytes(), attention="false").json()
+    attention = answer["attention"]
+    assert attention["grid"] == 2  # 64 px / 32 = a 2x2 grid of regions
+    assert len(attention["weights"]) == len(answer["words"]) > 0
+    for weights in attention["weights"]:
+        assert len(weights) == 4 and abs(sum(weights) - 1) < 0.01  # a softmax over the regions
+    assert plain["attention"] is None and plain["caption"] == answer["caption"]
+
+
+def test_serve_command_starts_answers_and_stops(trained_repo, odd_inputs, tmp_path):
+    """`captioning serve` as users run it: a subprocess on a free port, quiet start-up, clean stop."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "captioning", "serve", "--model", "models", "--port", str(port)],
+                            cwd=trained_repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert health.json()["model"]["source"] == "models"
+        answer = httpx.post(f"http://127.0.0.1:{port}/caption", content=odd_inputs["jpeg"].read_bytes(),
+                            headers={"content-type": "image/jpeg"}, timeout=60)
+        assert answer.status_code == 200 and answer.json()["caption"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = (tmp_path / "serve.log").read_text()
+    assert "oneDNN" not in text and "cuda" not in text.lower(), text[-3000:]  # TF start-up noise silenced
+    assert "Uvicorn running" in text or "Application startup complete" in text
+
+
+def test_loaded_images_are_the_same_from_path_bytes_and_file(odd_inputs, captioner):
+    path = odd_inputs["cmyk"]
+    from_path = captioner.load(path)
+    with open(path, "rb") as f:
+        from_file = captioner.load(f)
+    np.testing.assert_array_equal(from_path, captioner.load(path.read_bytes()))
+    np.testing.assert_array_equal(from_path, from_file)

@@ -1,0 +1,73 @@
+"""The MLflow pyfunc served by `mlflow models serve`: base64 image bytes in, one record per image out;
+paths are never opened, bad images get one clean line each and never fail the good ones."""
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from captioning import serving
+from conftest import REPO, TINY_DECODING
+
+sys.path.insert(0, str(REPO / "scripts"))
+from mlflow_ui_check import free_port, post, server  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains a tiny model once per session
+
+
+@pytest.fixture(scope="module")
+def served(trained_repo, tmp_path_factory):
+    """The trained tiny model logged to a fresh store (without its decoding.json: the settings come
+    from log_model's `decoding`, as in the evaluate stage), served on 127.0.0.1."""
+    import shutil
+
+    store = tmp_path_factory.mktemp("store")
+    model_dir = store / "models"
+    shutil.copytree(trained_repo / "models", model_dir)
+    (model_dir / "decoding.json").unlink()
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    try:
+        mlflow.set_experiment("serving-test")
+        with mlflow.start_run() as run:
+            serving.log_model(model_dir, decoding=TINY_DECODING)
+    finally:
+        mlflow.set_tracking_uri(None)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{run.info.run_id}/model",
+           "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    with server(cmd, port, "/ping", env=env, deadline_s=300) as url:
+        yield url
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_bytes_are_captioned_like_evaluate_and_bad_rows_get_one_line(served, trained_repo, odd_inputs):
+    samples = json.loads((trained_repo / "reports/samples.json").read_text())
+    image = trained_repo / "data/raw/images" / samples[0]["image"]
+    records = [{"image": b64(image.read_bytes())},
+               {"image": str(image)},  # a server path: never opened
+               {"image": "/etc/hostname"},
+               {"image": b64(odd_inputs["bomb"].read_bytes())},
+               {"image": b64(odd_inputs["text"].read_bytes())},
+               {"image": b64(odd_inputs["truncated"].read_bytes())},
+               {"image": b64(odd_inputs["cmyk"].read_bytes())}]
+    answer = post(f"{served}/invocations", {"dataframe_records": records})
+    rows = answer["predictions"]
+    assert len(rows) == len(records)
+    # decoding (beam 3, penalty 0.7) travelled with the model: the caption evaluate gave this image.
+    assert rows[0] == {"caption": samples[0]["prediction"], "error": None}
+    expected = {1: "not base64", 2: "not base64", 3: "decompression bomb", 4: "not an image", 5: "truncated"}
+    for i, words in expected.items():
+        assert rows[i]["caption"] is None and rows[i]["error"].startswith(f"image {i}: "), rows[i]
+        assert words in rows[i]["error"] and "\n" not in rows[i]["error"], rows[i]
+    assert rows[1]["error"].replace("image 1", "image 2") == rows[2]["error"]  # no way to probe files
+    assert isinstance(rows[6]["caption"], str) and rows[6]["error"] is None
+    assert "Traceback" not in json.dumps(answer)

@@ -1,0 +1,100 @@
+"""The web page in a real browser: Debian's chromium (headless, driven by selenium through
+chromium-driver; `make system-deps` installs both) opens the page served on 127.0.0.1, uploads an
+image, and shows the caption POST /caption gives for the same file; a screenshot is saved."""
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from captioning.captioner import Captioner
+from captioning.service import background_server, create_app
+
+pytestmark = pytest.mark.slow  # trains a tiny model once per session
+
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not CHROMIUM.exists() or not DRIVER:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (make system-deps, as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=900,1100", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(condition, deadline_s: float = 60, what: str = "condition"):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)  # polling the page, bounded by the deadline
+    raise TimeoutError(what)
+
+
+def upload_and_read(browser, url: str, image: Path) -> str:
+    from selenium.webdriver.common.by import By
+
+    browser.get(url)
+    wait_for(lambda: "·" in browser.find_element(By.ID, "model").text, what="model information")
+    browser.find_element(By.ID, "file").send_keys(str(image))
+    caption = browser.find_element(By.ID, "caption")
+    wait_for(lambda: caption.get_attribute("data-state") == "done" or browser.find_element(By.ID, "error").text,
+             what="a caption")
+    assert browser.find_element(By.ID, "error").text == ""
+    return caption.text
+
+
+def test_page_uploads_an_image_and_shows_its_caption(browser, trained_repo, sample_images, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with background_server(create_app(Captioner(trained_repo / "models"), {"source": "models"})) as url:
+        expected = httpx.post(f"{url}/caption", content=sample_images[3].read_bytes(),
+                              headers={"content-type": "image/jpeg"}, timeout=60).json()["caption"]
+        shown = upload_and_read(browser, url, sample_images[3])
+        assert shown == expected
+        assert "merge_bilstm" in browser.find_element(By.ID, "model").text
+        assert browser.find_element(By.ID, "attention").is_displayed() is False  # no attention in this model
+        browser.save_screenshot(str(tmp_path / "page.png"))
+        # A bad file: the page says why, in one line, and the next upload works again.
+        bad = tmp_path / "notes.jpg"
+        bad.write_text("not an image")
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        error = wait_for(lambda: browser.find_element(By.ID, "error").text, what="an error message")
+        assert "notes.jpg" in error and "not an image" in error
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_page_draws_each_words_attention(browser, attention_repo, sample_images, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with background_server(create_app(Captioner(attention_repo / "models"))) as url:
+        answer = httpx.post(f"{url}/caption", content=sample_images[5].read_bytes(),
+                            headers={"content-type": "image/jpeg"}, timeout=60).json()
+        shown = upload_and_read(browser, url, sample_images[5])
+        assert shown == (answer["caption"] or "(empty caption)")
+        figures = browser.find_elements(By.CSS_SELECTOR, "#maps figure")
+        assert [f.find_element(By.TAG_NAME, "figcaption").text for f in figures] == answer["words"]
+        if figures:
+            # The canvas really holds the image, dimmed by attention: not a blank rectangle.
+            pixels = browser.execute_script(
+                "const c = document.querySelector('#maps canvas').getContext('2d');"
+                "return Array.from(c.getImageData(0, 0, 224, 224).data.filter((_, i) => i % 4 === 0));")
+            assert len(set(pixels)) > 10
+        browser.save_screenshot(str(tmp_path / "attention.png"))
+    assert (tmp_path / "attention.png").stat().st_size > 10_000
