@@ -49,6 +49,7 @@ def main() -> None:
     samples = [{"image": image, "prediction": captions[image], "references": [" ".join(r) for r in refs[image]]}
                for image in test[: cfg["num_samples"]]]
     write_json("metrics/eval.json", scores)
+    write_json("models/decoding.json", {k: cfg[k] for k in ("beam_size", "length_penalty")})  # how the model captions
     write_json("reports/samples.json", samples)
     shown = test[: cfg["attention_maps"]]
     write_attention_maps(model, feats[[rows[i] for i in shown]], shown, Path("data/raw/images"), vocab,

@@ -117,19 +117,17 @@ def dvc(repo: Path, *args: str) -> str:
 # -----------------------------------------------------------------------------
 # Trained tiny models, one per session, for the CLI, the web service and the browser test.
 
-# What the tiny params' evaluate stage decodes with; a trained model dir carries it as decoding.json.
+# What the tiny params' evaluate stage decodes with; it saves them in the model dir as decoding.json.
 TINY_DECODING = {"beam_size": TINY["evaluate.beam_size"], "length_penalty": 0.7}
 
 
 @pytest.fixture(scope="session")
 def trained_repo(tmp_path_factory) -> Path:
-    """A tiny clone after `dvc repro` (merge_bilstm): models/, data/raw/images, reports/samples.json.
-
-    models/decoding.json is written here with the settings evaluate used (the pipeline does not
-    write it yet), so captions can be compared with the evaluate stage's."""
+    """A tiny clone after `dvc repro` (merge_bilstm): models/ (decoding.json included),
+    data/raw/images, reports/samples.json."""
     repo = clone(tmp_path_factory.mktemp("trained"), TINY)
     dvc(repo, "repro")
-    (repo / "models" / "decoding.json").write_text(json.dumps(TINY_DECODING))
+    assert json.loads((repo / "models" / "decoding.json").read_text()) == TINY_DECODING
     return repo
 
 

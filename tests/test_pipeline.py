@@ -55,9 +55,9 @@ def test_changing_epochs_reruns_only_train_and_evaluate(tiny_repo):
 def test_caption_command_uses_the_trained_model(tiny_repo, sample_images):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     image = tiny_repo / "data/raw/images" / json.loads((tiny_repo / "data/split.json").read_text())["test"][0]
-    # The pipeline does not save models/decoding.json yet: pass evaluate's settings (TINY) explicitly.
+    # No decoding flags: evaluate saved its settings (beam 3, TINY) in models/decoding.json.
     proc = subprocess.run([sys.executable, "-m", "captioning", "caption", str(image), str(sample_images[0]),
-                           "/nonexistent.jpg", "--json", "--beam-size", "3", "--length-penalty", "0.7"],
+                           "/nonexistent.jpg", "--json"],
                           cwd=tiny_repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 1  # one image was missing
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
