@@ -20,7 +20,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-from captioning.io import DataError
+from captioning.attention_maps import attention_figure, attention_for, caption_attention, is_attention_model
+from captioning.decoding import decode
+from captioning.features import MAX_PIXELS, _forward, as_regions, load_encoder, load_image
+from captioning.io import DataError, read_json
+from captioning.models import load_model
+from captioning.text import Vocabulary
 
 FILES = ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5")
 DECODING_FILE = "decoding.json"
@@ -55,11 +60,6 @@ def saved_decoding(model_dir: Path) -> tuple[dict, str]:
 class Captioner:
     def __init__(self, model_dir: str | Path, beam_size: int | None = None, length_penalty: float | None = None,
                  max_pixels: int | None = None):
-        from captioning.features import MAX_PIXELS, load_encoder
-        from captioning.io import read_json
-        from captioning.models import load_model
-        from captioning.text import Vocabulary
-
         model_dir = Path(model_dir)
         for name in FILES:
             if not (model_dir / name).exists():
@@ -78,8 +78,6 @@ class Captioner:
 
     @property
     def has_attention(self) -> bool:
-        from captioning.attention_maps import is_attention_model
-
         return is_attention_model(self.model)
 
     def describe(self) -> dict:
@@ -93,14 +91,10 @@ class Captioner:
 
     def load(self, source: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
         """One image (path, bytes or binary file) as the encoder's input; DataError names `name`."""
-        from captioning.features import load_image
-
         return load_image(source, self.spec.image_size, self.max_pixels, name)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Encoder features of a batch of loaded images, exactly as the features stage computes them."""
-        from captioning.features import _forward, as_regions
-
         return as_regions(_forward(self.encoder, self.spec.image_size)(np.asarray(images, np.float32)).numpy())
 
     def caption_arrays(self, images: np.ndarray, beam_size: int | None = None, length_penalty: float | None = None,
@@ -109,9 +103,6 @@ class Captioner:
 
         With `attention` (soft_attention models), each caption also has the attention of every word.
         """
-        from captioning.attention_maps import attention_for
-        from captioning.decoding import decode
-
         if len(images) == 0:
             return []
         feats = self.features(images)
@@ -135,8 +126,6 @@ class Captioner:
 
     def caption(self, paths: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         """Captions (path -> text) for the readable images, and errors for the others."""
-        from captioning.decoding import decode
-
         ok, feats, errors = self.encode(paths)
         if not ok:
             return {}, errors
@@ -145,8 +134,6 @@ class Captioner:
 
     def draw_attention(self, paths: list[str], out: Path) -> tuple[dict[str, str], dict[str, str]]:
         """Greedy captions plus an attention figure per image: `out` for one image, OUT-STEM_N.png for several."""
-        from captioning.attention_maps import attention_figure, caption_attention
-
         if not self.has_attention:
             raise DataError(f"{self.model_dir / 'model.keras'}: --attention needs a soft_attention model")
         ok, feats, errors = self.encode(paths)

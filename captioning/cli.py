@@ -20,6 +20,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from captioning.io import DataError
 
 CHUNK = 32  # images loaded and captioned together: bounded memory for large folders
@@ -76,7 +78,7 @@ def caption_images(paths: list[str], model_dir: Path, beam_size: int | None = No
 
     With `attention` (soft_attention models only), also draws each image's attention map there.
     """
-    from captioning.captioner import Captioner
+    from captioning.captioner import Captioner  # lazy: it imports TensorFlow, which must start quiet
 
     captioner = captioner or Captioner(model_dir, beam_size, length_penalty)
     if attention is not None:
@@ -90,7 +92,6 @@ def caption_images(paths: list[str], model_dir: Path, beam_size: int | None = No
             except DataError as e:
                 errors[path] = str(e)
         if loaded:
-            import numpy as np
 
             results = captioner.caption_arrays(np.stack(list(loaded.values())))
             captions.update({path: result.text for path, result in zip(loaded, results)})
@@ -133,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < (1 if name == "--beam-size" else 0):
             parser.error(f"{name} {value}: must be >= {1 if name == '--beam-size' else 0}")
 
-    import numpy as np
-
-    from captioning.captioner import Captioner
+    from captioning.captioner import Captioner  # lazy: it imports TensorFlow, which must start quiet
 
     paths = expand(args.images)
     try:
@@ -162,11 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args) -> int:
-    import numpy as np
     import uvicorn
 
-    from captioning.captioner import Captioner
-    from captioning.service import Batching, Limits, create_app, resolve_model
+    from captioning.captioner import Captioner  # lazy: it imports TensorFlow, which must start quiet
+    from captioning.service import Batching, Limits, create_app, resolve_model  # lazy, as above
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
