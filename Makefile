@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench
+.PHONY: run test install bench system-deps
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,3 +22,11 @@ test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 
 bench: $(STAMP)  ## throughput / timing figures quoted in the README
 	. $(BIN)/activate && python -m benchmarks.features_throughput && python -m benchmarks.pipeline_timing
+
+# Debian packages the tests need (.ci/run installs them before `make test`); one `+=` line each.
+SYSTEM_PACKAGES += postgresql   # tests/test_tracking_server.py: the MLflow server's PostgreSQL store
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+system-deps:  ## install SYSTEM_PACKAGES with apt (skipped when all are installed)
+	dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }

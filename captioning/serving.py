@@ -35,12 +35,26 @@ def _as_file(value: str, tmp: Path, i: int) -> str:
     return str(path)
 
 
+def _model_dir(artifacts: dict[str, str], encoder_uri: str | None) -> Path:
+    """One directory with the model's files. The encoder weights are not in the model when it
+    references the copy stored once in the tracking store (`encoder_uri`, a runs:/ URI): they are
+    fetched from there, and linked beside the others."""
+    model_dir = Path(artifacts["model.keras"]).parent
+    if not encoder_uri:
+        return model_dir
+    weights = Path(mlflow.artifacts.download_artifacts(artifact_uri=encoder_uri))
+    linked = Path(tempfile.mkdtemp(prefix="captioner-"))
+    for path in [*map(Path, artifacts.values()), weights]:
+        (linked / path.name).symlink_to(path.resolve())
+    return linked
+
+
 class CaptionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from captioning.captioner import Captioner
 
         decoding = context.model_config or {}
-        self.captioner = Captioner(Path(context.artifacts["model.keras"]).parent,
+        self.captioner = Captioner(_model_dir(context.artifacts, decoding.get("encoder_uri")),
                                    decoding.get("beam_size", 1), decoding.get("length_penalty", 0.0))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -60,19 +74,23 @@ def signature():
 
 
 def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None,
-              decoding: dict | None = None):
+              decoding: dict | None = None, encoder_uri: str | None = None):
     """Log (and register) the model from `model_dir` into the active run; `decoding` (beam_size,
-    length_penalty) is how the served model decodes, the evaluate stage's settings."""
+    length_penalty) is how the served model decodes, the evaluate stage's settings. With
+    `encoder_uri` (tracking.store_encoder) the model references the encoder weights stored once
+    instead of copying them (95 MB) into every version."""
     import importlib.metadata as md
 
     import captioning
 
     pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow")]
+    files = [n for n in ARTIFACTS if not (encoder_uri and n == "encoder.weights.h5")]
+    config = {**(decoding or {}), **({"encoder_uri": encoder_uri} if encoder_uri else {})}
     return mlflow.pyfunc.log_model(
         name="model", python_model=__file__,
-        artifacts={name: str(Path(model_dir) / name) for name in ARTIFACTS},
+        artifacts={name: str(Path(model_dir) / name) for name in files},
         code_paths=[str(Path(captioning.__file__).parent)],
-        signature=signature(), pip_requirements=pins, model_config=decoding or {},  # explicit: inferring them would load the model
+        signature=signature(), pip_requirements=pins, model_config=config,  # explicit: inferring them would load the model
         registered_model_name=registered_model_name)
 
 
