@@ -35,18 +35,16 @@ def _as_file(value: str, tmp: Path, i: int) -> str:
     return str(path)
 
 
-def _model_dir(artifacts: dict[str, str], encoder_uri: str | None) -> Path:
+def _model_dir(artifacts: dict[str, str], encoder_uri: str | None, scratch: Path) -> Path:
     """One directory with the model's files. The encoder weights are not in the model when it
     references the copy stored once in the tracking store (`encoder_uri`, a runs:/ URI): they are
-    fetched from there, and linked beside the others."""
-    model_dir = Path(artifacts["model.keras"]).parent
+    fetched from there into `scratch`, and the others linked beside them."""
     if not encoder_uri:
-        return model_dir
-    weights = Path(mlflow.artifacts.download_artifacts(artifact_uri=encoder_uri))
-    linked = Path(tempfile.mkdtemp(prefix="captioner-"))
+        return Path(artifacts["model.keras"]).parent
+    weights = Path(mlflow.artifacts.download_artifacts(artifact_uri=encoder_uri, dst_path=str(scratch / "store")))
     for path in [*map(Path, artifacts.values()), weights]:
-        (linked / path.name).symlink_to(path.resolve())
-    return linked
+        (scratch / path.name).symlink_to(path.resolve())
+    return scratch
 
 
 class CaptionModel(mlflow.pyfunc.PythonModel):
@@ -54,7 +52,8 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
         from captioning.captioner import Captioner
 
         decoding = context.model_config or {}
-        self.captioner = Captioner(_model_dir(context.artifacts, decoding.get("encoder_uri")),
+        self._scratch = tempfile.TemporaryDirectory(prefix="captioner-")  # removed with the model
+        self.captioner = Captioner(_model_dir(context.artifacts, decoding.get("encoder_uri"), Path(self._scratch.name)),
                                    decoding.get("beam_size", 1), decoding.get("length_penalty", 0.0))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

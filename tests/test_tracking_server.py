@@ -89,6 +89,9 @@ def wait_for_queue(repo: Path, deadline_s: float = 900) -> str:
 def team_repo(mlflow_url, tmp_path_factory) -> Path:
     """A tiny clone whose two queued experiments ran two at a time, logging to the server."""
     repo = clone(tmp_path_factory.mktemp("team"), TINY)
+    # The stages both experiments share, once: two queued runs computing the same stage at the same
+    # time race in DVC's run cache (seen: "No such file or directory: .dvc/cache/runs/...tmp").
+    dvc(repo, "repro", "tokenize", "holdout")
     for name, epochs in EXPERIMENTS.items():
         dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"train.epochs={epochs}", tracking_uri=mlflow_url)
     dvc(repo, "queue", "start", "-j", "2", tracking_uri=mlflow_url)
@@ -172,6 +175,6 @@ def test_registered_versions_and_champion(client, runs, mlflow_url, tmp_path):
     model = Path(mlflow.artifacts.download_artifacts(f"models:/captioning/{versions[0].version}", dst_path=str(tmp_path)))
     files = {p.name for p in model.rglob("*") if p.is_file()}
     assert {"MLmodel", "model.keras", "vocab.json", "encoder.json"} <= files and "encoder.weights.h5" not in files
-    encoder_uri = yaml.safe_load((model / "MLmodel").read_text())["flavors"]["python_function"]["model_config"]["encoder_uri"]
+    encoder_uri = yaml.safe_load((model / "MLmodel").read_text())["flavors"]["python_function"]["config"]["encoder_uri"]
     weights = Path(mlflow.artifacts.download_artifacts(encoder_uri, dst_path=str(tmp_path / "encoder")))
     assert weights.stat().st_size > 50 * 2**20  # the ResNet50 weights, fetched through the proxy
