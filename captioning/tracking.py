@@ -408,6 +408,8 @@ def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], repor
             # params give the same captions: a code-only rerun into this run need not append them again
         encoder_uri = store_encoder(model_dir)
         info = serving.log_model(model_dir, registered_model_name=name, decoding=decoding, encoder_uri=encoder_uri)
+        client.set_logged_model_tags(info.model_id, {"mlflow.source.name": "stages/evaluate.py"})  # not the
+        # absolute path MLflow records, which a moved store would still carry
         promote_if_better(name, info.registered_model_version, metrics.get("bleu4", 0.0))
     return {"mlflow_run_id": run.info.run_id, "run_name": run.info.run_name,
             "registered_model": name, "version": str(info.registered_model_version)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def server(cmd: list[str], port: int, health: str, deadline_s: float = 180, env=None, cwd=None):
     """Run a server process; yield its base URL once `health` answers 200 (polled, bounded)."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its own process group: `mlflow server` starts uvicorn and job-runner children, stopped with it.
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + deadline_s
@@ -46,11 +49,14 @@ def server(cmd: list[str], port: int, health: str, deadline_s: float = 180, env=
             time.sleep(0.5)  # polling interval, not a timing fix: the loop ends on the answer
         yield url
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the parent
+        proc.wait()
 
 
 def post(url: str, body: dict) -> dict:
