@@ -282,6 +282,8 @@ def log_training(run_id: str, train_metrics: Mapping[str, float], learning_curve
     import mlflow
 
     metrics, tags = split_figures(train_metrics)
+    if "val_loss" in metrics:  # the best epoch's: keep the per-epoch val_loss history clean
+        metrics["best_val_loss"] = metrics.pop("val_loss")
     metrics["model_mb"] = Path("models/model.keras").stat().st_size / 2**20
     files = [Path(p).resolve() for p in (learning_curves, "params.yaml", "models/vocab.json")]
     with start_run(run_id), at_root():
