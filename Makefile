@@ -23,5 +23,11 @@ test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 bench: $(STAMP)  ## throughput / timing figures quoted in the README
 	. $(BIN)/activate && python -m benchmarks.features_throughput && python -m benchmarks.pipeline_timing
 
-system-deps:  ## Debian packages the tests use: chromium + its driver for the web page's browser test (root)
-	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver
+# Debian packages the tests need (.ci/run installs them before `make test`); one `+=` line each.
+SYSTEM_PACKAGES += postgresql       # tests/test_tracking_server.py: the MLflow server's PostgreSQL store
+SYSTEM_PACKAGES += chromium chromium-driver  # tests/test_web.py: the page in a real browser
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+system-deps:  ## install SYSTEM_PACKAGES with apt (skipped when all are installed)
+	dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }

@@ -26,8 +26,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 
-ARTIFACTS = ("model.keras", "vocab.json", "encoder.json", "encoder.weights.h5")
+import captioning
+from captioning.captioner import DECODING_FILE, FILES, Captioner
+from captioning.features import ENCODER_WEIGHTS
+from captioning.io import DataError
+
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 
 log = logging.getLogger(__name__)
@@ -45,20 +51,29 @@ def image_bytes(value, i: int) -> bytes:
         raise ValueError(f"image {i}: not base64; send base64 of the image file's bytes (paths are not accepted)") from None
 
 
+def _model_dir(artifacts: dict[str, str], encoder_uri: str | None, scratch: Path) -> Path:
+    """One directory with the model's files. The encoder weights are not in the model when it
+    references the copy stored once in the tracking store (`encoder_uri`, a runs:/ URI): they are
+    fetched from there into `scratch`, and the others linked beside them."""
+    if not encoder_uri:
+        return Path(artifacts["model.keras"]).parent
+    weights = Path(mlflow.artifacts.download_artifacts(artifact_uri=encoder_uri, dst_path=str(scratch / "store")))
+    for path in [*map(Path, artifacts.values()), weights]:
+        (scratch / path.name).symlink_to(path.resolve())
+    return scratch
+
+
 class CaptionModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from captioning.captioner import DECODING_FILE, Captioner
-
-        model_dir = Path(context.artifacts["model.keras"]).parent
         decoding = context.model_config or {}
-        if (model_dir / DECODING_FILE).exists() or not decoding:
+        self._scratch = tempfile.TemporaryDirectory(prefix="captioner-")  # removed with the model
+        model_dir = _model_dir(context.artifacts, decoding.get("encoder_uri"), Path(self._scratch.name))
+        if (model_dir / DECODING_FILE).exists() or "beam_size" not in decoding:
             self.captioner = Captioner(model_dir)
         else:  # logged before decoding.json was an artifact
             self.captioner = Captioner(model_dir, decoding.get("beam_size", 1), decoding.get("length_penalty", 0.0))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list[dict]:
-        from captioning.io import DataError
-
         values = list(model_input["image"]) if "image" in model_input else []
         images, errors = {}, {}
         for i, value in enumerate(values):
@@ -79,40 +94,36 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
 
 
 def signature():
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
     return ModelSignature(inputs=Schema([ColSpec("string", "image")]),
                           outputs=Schema([ColSpec("string", "caption", required=False),
                                           ColSpec("string", "error", required=False)]))
 
 
 def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None,
-              decoding: dict | None = None):
+              decoding: dict | None = None, encoder_uri: str | None = None):
     """Log (and register) the model from `model_dir` into the active run; `decoding` (beam_size,
-    length_penalty) is how the served model decodes, the evaluate stage's settings."""
+    length_penalty) is how the served model decodes, the evaluate stage's settings. With
+    `encoder_uri` (tracking.store_encoder) the model references the encoder weights stored once
+    instead of copying them (95 MB) into every version."""
     import importlib.metadata as md
 
-    import captioning
-    from captioning.captioner import DECODING_FILE
-
     pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow")]
+    files = [name for name in FILES if not (encoder_uri and name == ENCODER_WEIGHTS)]
+    config = {**(decoding or {}), **({"encoder_uri": encoder_uri} if encoder_uri else {})}
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {name: str(Path(model_dir) / name) for name in ARTIFACTS}
+        artifacts = {name: str(Path(model_dir) / name) for name in files}
         if decoding:  # the model's own decoding settings travel with it, read by Captioner
             (Path(tmp) / DECODING_FILE).write_text(json.dumps(decoding) + "\n", encoding="utf-8")
             artifacts[DECODING_FILE] = str(Path(tmp) / DECODING_FILE)
         return mlflow.pyfunc.log_model(
             name="model", python_model=__file__, artifacts=artifacts,
             code_paths=[str(Path(captioning.__file__).parent)],
-            signature=signature(), pip_requirements=pins, model_config=decoding or {},  # explicit: inferring them would load the model
+            signature=signature(), pip_requirements=pins, model_config=config,  # explicit: inferring them would load the model
             registered_model_name=registered_model_name)
 
 
 def latency_ms(model_dir: str | Path, images: list[str], repeats: int = 3, **decoding) -> float:
     """Median milliseconds to caption one image with a loaded model (after one warm-up call)."""
-    from captioning.captioner import Captioner
-
     captioner = Captioner(model_dir, **decoding)
     captioner.caption(images[:1])
     times = []

@@ -1,22 +1,38 @@
 """MLflow bookkeeping: where runs go, and what one pipeline run records.
 
-The store is `MLFLOW_TRACKING_URI` when set, else a SQLite file at the repository root, with run
-artifacts under `mlartifacts/` beside it. The root is taken from `DVC_ROOT`: DVC sets it for every
-stage, and for queued experiments (which run in `.dvc/tmp/exps/tmpXXXX`) it still names the user's
-repository, so every experiment lands in the one store the user opens with `mlflow ui`. A relative
-SQLite/file URI is resolved against that root for the same reason.
+The store is `MLFLOW_TRACKING_URI` when set (a team's `mlflow server`, docs/team.md), else a SQLite
+file at the repository root, with run artifacts under `mlartifacts/` beside it. The root is taken
+from `DVC_ROOT`: DVC sets it for every stage, and for queued experiments (which run in
+`.dvc/tmp/exps/tmpXXXX`) it still names the user's repository, so every experiment lands in the one
+store the user opens with `mlflow ui`. A relative SQLite/file URI is resolved against that root.
 
-One MLflow run per train+evaluate: train opens it (params, tags, per-epoch metrics, learning
-curves, vocabulary), evaluate reopens it by the id in models/run.json (scores, samples, the model).
-When only evaluate reruns with different `evaluate` params, MLflow params cannot change, so the
-scores go to a new run that copies the train run's params and points at it (tag `train_run_id`).
+The local store is relocatable: its experiments record the *relative* artifact location
+`mlartifacts`, so runs, logged models and model versions point at `mlartifacts/...` and MLflow
+resolves that against the working directory when it reads them (open the store from the repository
+root, as `mlflow ui --backend-store-uri sqlite:///mlflow.db` already requires). MLflow makes every
+location absolute when it creates an experiment, so we set the relative one in the SQLite row right
+after, and write artifacts with the repository root as working directory.
+
+One MLflow run per train+evaluate: train opens it (every params.yaml key, tags, the dataset as an
+input, per-epoch metrics, learning curves, vocabulary), evaluate reopens it by the id in
+models/run.json (scores, samples, the model). Evaluate logs into a *new* run, linked to the one that
+trained the model (tag `train_run_id`) and carrying its params, tags and metric history, when
+- params.yaml no longer matches the run's params (an evaluate-only rerun: MLflow params are
+  immutable), or
+- the model was trained by another DVC experiment (tag `train_run_name`): DVC restored train from
+  its run cache, or train had nothing to redo; without this run the experiment the user just ran
+  would be missing from MLflow. (Evaluate itself never comes from the run cache: its output
+  metrics/mlflow_run.json is not cached, and DVC only run-caches stages whose outputs all are.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import sqlite3
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +41,15 @@ import yaml
 from captioning.io import read_json
 
 EXPERIMENT = "captioning"
+ENCODERS = "captioning-encoders"  # one run per distinct encoder, referenced by every model version
 CHAMPION = "champion"
-EVALUATE_KEYS = ("evaluate", "tracking")  # the params.yaml sections the evaluate stage reads
+ARTIFACTS = "mlartifacts"  # the local store's artifact root, relative to the repository root
+# The MLflow UI opens an experiment of this kind on its runs table (not the GenAI overview).
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+# Figures in metrics/*.json that are settings or counts, not measurements: MLflow gets them as
+# params (already logged from params.yaml) or tags, never as charted metrics.
+SETTINGS = ("beam_size", "length_penalty")
+COUNTS = ("test_images", "best_epoch", "epochs")
 
 
 def repo_root() -> Path:
@@ -44,12 +67,16 @@ def tracking_uri() -> str:
     return uri
 
 
+def is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 def check_store(uri: str | None = None, timeout_s: int = 5) -> None:
     """Fail in seconds, with one line, when the tracking server is unreachable (before training)."""
     import mlflow
 
     uri = uri or tracking_uri()
-    if not uri.startswith(("http://", "https://")):
+    if not is_remote(uri):
         return  # local stores always work offline
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
     os.environ.update(MLFLOW_HTTP_REQUEST_TIMEOUT=str(timeout_s), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
@@ -78,6 +105,11 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def as_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Every params.yaml leaf as the string MLflow stores for it."""
+    return {k: str(v) for k, v in flatten(params).items()}
+
+
 def run_name() -> str:
     """The DVC experiment name when DVC runs us as an experiment, else a readable fallback."""
     if os.environ.get("DVC_EXP_NAME"):
@@ -94,7 +126,7 @@ def git_commit() -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def lock_hashes(paths=("data/features", "data/tokens"), lock: str | Path = "dvc.lock") -> dict[str, str]:
+def lock_hashes(paths=("data/raw", "data/features", "data/tokens"), lock: str | Path = "dvc.lock") -> dict[str, str]:
     """md5 that dvc.lock records for these outputs of earlier stages (DVC writes each stage's entry
     as soon as it finishes, so by the time train runs these are the data it trains on)."""
     if not Path(lock).exists():
@@ -108,8 +140,11 @@ def lock_hashes(paths=("data/features", "data/tokens"), lock: str | Path = "dvc.
     return found
 
 
-def run_tags(params: Mapping[str, Any]) -> dict[str, str]:
-    tags = {"dataset": str(params.get("data", {}).get("dataset")), **lock_hashes()}
+def run_tags(params: Mapping[str, Any], stage: str = "train") -> dict[str, str]:
+    # mlflow.source.name: the stage script relative to the repository (MLflow's default is the
+    # absolute path of the checkout that ran it, which a moved or shared store must not carry).
+    tags = {"dataset": str(params.get("data", {}).get("dataset")), **lock_hashes(),
+            "mlflow.source.name": f"stages/{stage}.py"}
     if commit := git_commit():
         tags["mlflow.source.git.commit"] = tags["git_commit"] = commit
     for key in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
@@ -118,20 +153,73 @@ def run_tags(params: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def _use_store() -> None:
-    """Point MLflow at our store and experiment; artifacts go beside a local store, never into a
-    queued experiment's temporary directory."""
+def dataset_input(params: Mapping[str, Any]):
+    """data/raw as an MLflow dataset: its name, where it comes from, and DVC's md5 as the digest."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    data = params.get("data", {})
+    name = str(data.get("dataset"))
+    flickr = data.get("flickr8k") or {}
+    if name == "flickr8k" and not flickr.get("local_dir"):
+        source = HTTPDatasetSource(flickr.get("images_url"))
+    else:  # generated by code (shapes), or a local copy: what identifies it is the DVC hash
+        source = CodeDatasetSource(tags={"dvc_out": "data/raw", "dataset": name})
+    md5 = lock_hashes(("data/raw",)).get("dvc.md5.data/raw", "")
+    return MetaDataset(source, name=name, digest=md5.removesuffix(".dir") or None)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def _experiment(name: str) -> str:
+    """The id of experiment `name` in the current store, created (relocatable, of kind "custom
+    model development") when missing. Safe when parallel queued runs race to create it."""
     import mlflow
 
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        location = None if uri.startswith(("http://", "https://")) else (repo_root() / "mlartifacts").as_uri()
+    client = mlflow.MlflowClient()
+    uri = mlflow.get_tracking_uri()
+    db = _sqlite_path(uri)
+    absolute = (repo_root() / ARTIFACTS).as_uri()
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
         try:
-            mlflow.MlflowClient().create_experiment(EXPERIMENT, artifact_location=location)
+            client.create_experiment(name, artifact_location=None if db is None else absolute,
+                                     tags={KIND_TAG: KIND})
         except mlflow.exceptions.MlflowException:
             pass  # a parallel queued run created it first
-    mlflow.set_experiment(EXPERIMENT)
+        exp = client.get_experiment_by_name(name)
+    if db is not None and exp.artifact_location in (absolute, str(repo_root() / ARTIFACTS)):
+        # MLflow resolved our location to this checkout's absolute path; store it relative so the
+        # repository can move (every run, logged model and model version inherits it).
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                        (ARTIFACTS, int(exp.experiment_id)))
+    if exp.tags.get(KIND_TAG) != KIND:
+        client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND)
+    return exp.experiment_id
+
+
+def _use_store() -> None:
+    """Point MLflow at our store and experiment."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment_id=_experiment(EXPERIMENT))
+
+
+@contextlib.contextmanager
+def at_root() -> Iterator[None]:
+    """Work from the repository root while MLflow writes artifacts: the local store's relative
+    artifact locations resolve there, not in a queued experiment's temporary copy."""
+    before = Path.cwd()
+    os.chdir(repo_root())
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def start_run(run_id: str | None = None):
@@ -144,15 +232,28 @@ def start_run(run_id: str | None = None):
     return mlflow.start_run(run_name=run_name())
 
 
-def train_run(params: Mapping[str, Any], keys=("model", "train")):
-    """Check the store, open a fresh run, record tags and the train params: `with train_run(p) as run:`."""
+def train_run(params: Mapping[str, Any]):
+    """Check the store, open a fresh run, record tags, every params.yaml key and the dataset:
+    `with train_run(p) as run:`."""
     import mlflow
 
     check_store()
     run = start_run()
     mlflow.set_tags(run_tags(params))
-    mlflow.log_params(flatten({k: params[k] for k in keys}, ""))
+    mlflow.log_params(as_params(params))
+    log_dataset(params)
     return run
+
+
+def log_dataset(params: Mapping[str, Any]) -> None:
+    """mlflow.log_input of data/raw. MLflow looks the dataset up, then inserts it: two parallel
+    queued runs can both insert, and the second hits the unique key; it then exists, so retry."""
+    import mlflow
+
+    try:
+        mlflow.log_input(dataset_input(params), context="training")
+    except mlflow.exceptions.MlflowException:
+        mlflow.log_input(dataset_input(params), context="training")
 
 
 def epoch_logger():
@@ -168,64 +269,152 @@ def epoch_logger():
     return MLflowEpochLogger()
 
 
+def split_figures(figures: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """metrics/*.json figures -> (measurements for MLflow metrics, counts for tags); settings
+    (beam_size, length_penalty) are dropped: they are params already."""
+    metrics = {k: float(v) for k, v in figures.items() if k not in SETTINGS + COUNTS}
+    tags = {k: str(v) for k, v in figures.items() if k in COUNTS}
+    return metrics, tags
+
+
 def log_training(run_id: str, train_metrics: Mapping[str, float], learning_curves: str | Path) -> None:
     """After training: the final train figures, the learning-curve PNG, params.yaml, the vocabulary."""
     import mlflow
 
-    with start_run(run_id):
-        mlflow.log_metrics({"train_seconds": train_metrics["train_seconds"], "best_epoch": train_metrics["best_epoch"],
-                            "model_mb": Path("models/model.keras").stat().st_size / 2**20})
-        for path in (learning_curves, "params.yaml", "models/vocab.json"):
+    metrics, tags = split_figures(train_metrics)
+    if "val_loss" in metrics:  # the best epoch's: keep the per-epoch val_loss history clean
+        metrics["best_val_loss"] = metrics.pop("val_loss")
+    metrics["model_mb"] = Path("models/model.keras").stat().st_size / 2**20
+    files = [Path(p).resolve() for p in (learning_curves, "params.yaml", "models/vocab.json")]
+    with start_run(run_id), at_root():
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(tags)
+        for path in files:
             mlflow.log_artifact(str(path))
 
 
+def _copy_run(client, source, params: Mapping[str, Any]) -> None:
+    """Give the active run what the run that trained its model recorded: tags, per-epoch metric
+    histories and final train figures, the dataset input; params are today's params.yaml."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    run_id = mlflow.active_run().info.run_id
+    mlflow.set_tags({k: v for k, v in source.data.tags.items()
+                     if not k.startswith("mlflow.") and k not in ("dvc_exp_name", "dvc_exp_baseline_rev")})
+    mlflow.log_params(as_params(params))
+    history = [Metric(m.key, m.value, m.timestamp, m.step)
+               for key in source.data.metrics for m in client.get_metric_history(source.info.run_id, key)]
+    for i in range(0, len(history), 1000):  # MLflow's batch limit
+        client.log_batch(run_id, metrics=history[i:i + 1000])
+    for dataset_input_ in source.inputs.dataset_inputs:
+        client.log_inputs(run_id, [dataset_input_])
+
+
 def _evaluation_run(params: Mapping[str, Any], run_id: str):
-    """The train run, or (evaluate-only rerun with other evaluate params) a new run linked to it."""
+    """The run that trained the model in models/run.json, or a new run linked to it (see the module
+    docstring for when)."""
     import mlflow
 
     _use_store()
     client = mlflow.MlflowClient()
     train = client.get_run(run_id)
-    wanted = {k: str(v) for k, v in flatten({k: params.get(k, {}) for k in EVALUATE_KEYS}).items()}
-    logged = {k: v for k, v in train.data.params.items() if k.startswith(tuple(f"{k}." for k in EVALUATE_KEYS))}
-    if not logged or logged == wanted:
+    wanted = as_params(params)
+    # Only params.yaml keys: MLflow also logs the model's config (beam_size, encoder_uri) as params.
+    logged = {k: v for k, v in train.data.params.items() if k.split(".")[0] in params}
+    other_experiment = bool(os.environ.get("DVC_EXP_NAME")) and \
+        train.data.tags.get("dvc_exp_name") != os.environ["DVC_EXP_NAME"]
+    same_params = all(wanted.get(k) == v for k, v in logged.items())  # keys it lacks are added below
+    if same_params and not other_experiment:
         run = mlflow.start_run(run_id=run_id)
-    else:
-        run = mlflow.start_run(run_name=f"{train.info.run_name}-eval")
-        mlflow.set_tags({**{k: v for k, v in train.data.tags.items() if not k.startswith("mlflow.")},
-                         "train_run_id": run_id})
-        mlflow.log_params({k: v for k, v in train.data.params.items() if k not in logged})
-    if not logged or logged != wanted:
-        mlflow.log_params(wanted)
+        mlflow.log_params({k: v for k, v in wanted.items() if k not in logged})
+        return run
+    name = os.environ.get("DVC_EXP_NAME") or f"{train.info.run_name}-eval"
+    run = mlflow.start_run(run_name=name)
+    _copy_run(client, train, params)
+    mlflow.set_tags({**run_tags(params, stage="evaluate"), "train_run_id": run_id,
+                     "train_run_name": train.info.run_name})
     return run
 
 
-def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], reports=(), model_dir="models",
-                   latency_images=()) -> str:
-    """Scores, reports and the model (registered; alias `champion` moves only if BLEU-4 improves).
+def sample_table(samples: list[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """reports/samples.json as columns the MLflow UI shows as a table (Artifacts > samples_table.json)."""
+    return {"image": [s["image"] for s in samples], "prediction": [s["prediction"] for s in samples],
+            "references": [" | ".join(s["references"]) for s in samples]}
 
-    Returns the run id the scores went to.
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def store_encoder(model_dir: str | Path) -> str:
+    """The URI of this encoder's weights in the store, logged once per distinct encoder.
+
+    Model versions reference it instead of copying the 95 MB file each time. The key is the md5 of
+    the weights and of encoder.json (weights, image size, pooling, seed): the same encoder is the
+    same file, whatever experiment made it.
     """
+    import mlflow
+
+    model_dir = Path(model_dir).resolve()
+    weights, spec = model_dir / "encoder.weights.h5", model_dir / "encoder.json"
+    key = hashlib.md5((_file_md5(weights) + spec.read_text()).encode()).hexdigest()
+    client = mlflow.MlflowClient()
+    experiment_id = _experiment(ENCODERS)
+    found = [r for r in client.search_runs([experiment_id], f"tags.encoder_key = '{key}'",
+                                           order_by=["attributes.start_time ASC"])
+             if r.info.status in ("FINISHED", "RUNNING")]  # RUNNING: a parallel run is uploading it
+    if found:
+        return f"runs:/{found[0].info.run_id}/{weights.name}"
+    run = client.create_run(experiment_id, run_name=f"encoder-{key[:8]}",
+                            tags={"encoder_key": key, **{f"encoder.{k}": str(v) for k, v in read_json(spec).items()}})
+    with at_root():
+        client.log_artifact(run.info.run_id, str(weights))
+        client.log_artifact(run.info.run_id, str(spec))
+    client.set_terminated(run.info.run_id)
+    return f"runs:/{run.info.run_id}/{weights.name}"
+
+
+def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], reports=(), model_dir="models",
+                   latency_images=()) -> dict[str, str]:
+    """Scores, reports, a sample-caption table and the model (registered; alias `champion` moves
+    only if BLEU-4 improves). Returns the run id, its name and the model version it registered."""
     import mlflow
 
     from captioning import serving
 
-    run_id = read_json(Path(model_dir) / "run.json")["mlflow_run_id"]
+    model_dir = Path(model_dir).resolve()
+    run_id = read_json(model_dir / "run.json")["mlflow_run_id"]
     name = params.get("tracking", {}).get("registered_model", "captioning")
-    decoding = {k: params["evaluate"][k] for k in ("beam_size", "length_penalty") if k in params.get("evaluate", {})}
-    metrics = {k: float(v) for k, v in scores.items()}
+    decoding = {k: params["evaluate"][k] for k in SETTINGS if k in params.get("evaluate", {})}
+    metrics, tags = split_figures(scores)
     if latency_images:
         metrics["caption_latency_ms"] = serving.latency_ms(model_dir, list(latency_images), **decoding)
-    with _evaluation_run(params, run_id) as run:
+    reports = [Path(p).resolve() for p in reports]
+    samples = [read_json(p) for p in reports if p.name == "samples.json"]
+    with _evaluation_run(params, run_id) as run, at_root():
         mlflow.log_metrics(metrics)
-        for path in map(Path, reports):
+        mlflow.set_tags(tags)
+        for path in reports:
             if path.is_dir():
                 mlflow.log_artifacts(str(path), artifact_path=path.name)
             else:
                 mlflow.log_artifact(str(path))
-        info = serving.log_model(model_dir, registered_model_name=name, decoding=decoding)
+        client = mlflow.MlflowClient()
+        if samples and "samples_table.json" not in {a.path for a in client.list_artifacts(run.info.run_id)}:
+            mlflow.log_table(sample_table(samples[0]), artifact_file="samples_table.json")  # same model and
+            # params give the same captions: a code-only rerun into this run need not append them again
+        encoder_uri = store_encoder(model_dir)
+        info = serving.log_model(model_dir, registered_model_name=name, decoding=decoding, encoder_uri=encoder_uri)
+        client.set_logged_model_tags(info.model_id, {"mlflow.source.name": "stages/evaluate.py"})  # not the
+        # absolute path MLflow records, which a moved store would still carry
         promote_if_better(name, info.registered_model_version, metrics.get("bleu4", 0.0))
-    return run.info.run_id
+    return {"mlflow_run_id": run.info.run_id, "run_name": run.info.run_name,
+            "registered_model": name, "version": str(info.registered_model_version)}
 
 
 def promote_if_better(name: str, version: int | str, bleu4: float) -> bool:

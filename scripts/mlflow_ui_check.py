@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,9 +27,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(cmd: list[str], port: int, health: str, deadline_s: float = 180, env=None):
+def server(cmd: list[str], port: int, health: str, deadline_s: float = 180, env=None, cwd=None):
     """Run a server process; yield its base URL once `health` answers 200 (polled, bounded)."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its own process group: `mlflow server` starts uvicorn and job-runner children, stopped with it.
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + deadline_s
@@ -46,11 +49,14 @@ def server(cmd: list[str], port: int, health: str, deadline_s: float = 180, env=
             time.sleep(0.5)  # polling interval, not a timing fix: the loop ends on the answer
         yield url
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the parent
+        proc.wait()
 
 
 def post(url: str, body: dict) -> dict:
@@ -66,7 +72,7 @@ def ui_runs(repo: Path) -> list[dict]:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    with server(cmd, port, "/health", env=env) as url:
+    with server(cmd, port, "/health", env=env, cwd=repo) as url:  # the store's artifact paths are relative to it
         exp = post(f"{url}/api/2.0/mlflow/experiments/search", {"max_results": 100})
         ids = [e["experiment_id"] for e in exp["experiments"] if e["name"] == "captioning"]
         return post(f"{url}/api/2.0/mlflow/runs/search", {"experiment_ids": ids, "max_results": 1000}).get("runs", [])

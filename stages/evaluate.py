@@ -55,8 +55,9 @@ def main() -> None:
     write_attention_maps(model, feats[[rows[i] for i in shown]], shown, Path("data/raw/images"), vocab,
                          Path("reports/attention"))
     figures = reports.evaluation_reports(samples, scores)
-    tracking.log_evaluation(params, scores, ["reports/samples.json", "reports/attention", *figures],
-                            latency_images=[f"data/raw/images/{i}" for i in test[:3]])
+    run = tracking.log_evaluation(params, scores, ["reports/samples.json", "reports/attention", *figures],
+                                  latency_images=[f"data/raw/images/{i}" for i in test[:3]])
+    write_json("metrics/mlflow_run.json", run)  # not cached: evaluate never comes from the run cache
     print(scores)
     print("blank images:", {name: " ".join(words) for name, words in zip(blank_names, blank)})
 

@@ -106,9 +106,12 @@ def clone(dest: Path, overrides: dict) -> Path:
     return dest
 
 
-def dvc(repo: Path, *args: str) -> str:
+def dvc(repo: Path, *args: str, tracking_uri: str | None = None) -> str:
+    """Run dvc in `repo`; MLflow logs to the repo's local store unless `tracking_uri` is given."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout

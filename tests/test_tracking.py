@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import mlflow
+import yaml
+from conftest import REPO
 
 from captioning import tracking
 
@@ -88,3 +90,54 @@ def test_evaluate_only_rerun_with_new_params_gets_its_own_linked_run(monkeypatch
     run = mlflow.MlflowClient().get_run(other.info.run_id)
     assert run.data.tags["train_run_id"] == train.info.run_id
     assert run.data.params == {"train.epochs": "2", "evaluate.beam": "3", "tracking.registered_model": "m"}
+
+
+def test_only_measurements_become_metrics():
+    metrics, tags = tracking.split_figures({"bleu4": 0.2, "beam_size": 3, "length_penalty": 0.7, "test_images": 4,
+                                            "best_epoch": 2, "train_seconds": 9.5})
+    assert metrics == {"bleu4": 0.2, "train_seconds": 9.5}
+    assert tags == {"test_images": "4", "best_epoch": "2"}
+
+
+def test_every_params_yaml_leaf_is_a_param_string():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    flat = tracking.as_params(params)
+    assert flat["features.pooling"] == "avg" and flat["text.max_length"] == "None"
+    assert flat["data.shapes.holdout"] == "[['yellow', 'triangle']]"
+    assert set(flat) == set(tracking.flatten(params)) and len(flat) > 40
+
+
+def test_local_store_is_relative_to_the_repo_and_opens_on_runs(monkeypatch, tmp_path):
+    repo, elsewhere = tmp_path / "repo", tmp_path / "queued-copy"
+    repo.mkdir(), elsewhere.mkdir()
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(elsewhere)  # as in a queued experiment's temporary copy
+    (elsewhere / "note.txt").write_text("hello")
+    with tracking.start_run() as run, tracking.at_root():
+        mlflow.log_artifact(str(elsewhere / "note.txt"))
+    experiment = mlflow.MlflowClient().get_experiment_by_name(tracking.EXPERIMENT)
+    assert experiment.artifact_location == "mlartifacts"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert (repo / "mlartifacts" / run.info.run_id / "artifacts" / "note.txt").read_text() == "hello"
+    assert not (elsewhere / "mlartifacts").exists()
+
+
+def test_a_model_trained_by_another_experiment_gets_a_run_named_after_this_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    params = {"train": {"epochs": 2}, "evaluate": {"beam": 1}}
+    monkeypatch.setenv("DVC_EXP_NAME", "first")
+    with tracking.start_run() as train:
+        mlflow.set_tag("dvc_exp_name", "first")
+        mlflow.log_params(tracking.as_params(params))
+        for epoch in (1, 2):
+            mlflow.log_metric("val_loss", 1.0 / epoch, step=epoch)
+    monkeypatch.setenv("DVC_EXP_NAME", "second")  # DVC restored train from first's run cache entry
+    with tracking._evaluation_run(params, train.info.run_id) as run:
+        pass
+    client = mlflow.MlflowClient()
+    restored = client.get_run(run.info.run_id)
+    assert run.info.run_id != train.info.run_id and restored.info.run_name == "second"
+    assert restored.data.tags["train_run_id"] == train.info.run_id and restored.data.tags["train_run_name"] == "first"
+    assert restored.data.tags["dvc_exp_name"] == "second"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == [(1, 1.0), (2, 0.5)]
