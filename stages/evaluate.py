@@ -55,7 +55,10 @@ def main() -> None:
     write_attention_maps(model, feats[[rows[i] for i in shown]], shown, Path("data/raw/images"), vocab,
                          Path("reports/attention"))
     figures = reports.evaluation_reports(samples, scores)
-    run = tracking.log_evaluation(params, scores, ["reports/samples.json", "reports/attention", *figures],
+    run = tracking.log_evaluation(params, scores, dataset=params["data"]["dataset"],
+                                  registered_model=params["tracking"]["registered_model"],
+                                  decoding={k: cfg[k] for k in ("beam_size", "length_penalty")}, model_dir="models",
+                                  reports=["reports/samples.json", "reports/attention", *figures],
                                   latency_images=[f"data/raw/images/{i}" for i in test[:3]])
     write_json("metrics/mlflow_run.json", run)  # not cached: evaluate never comes from the run cache
     print(scores)

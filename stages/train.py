@@ -42,7 +42,10 @@ def main() -> None:
         callbacks.insert(0, bleu_callback(model, feats[[rows[i] for i in val_images]],
                                           [val_refs[i] for i in val_images], vocab))
 
-    with tracking.train_run(params) as mlflow_run:  # fails here, before training, if the store is down
+    data = params["data"]
+    downloaded = data[data["dataset"]] or {}  # a URL names where the data came from; generated data has none
+    source_url = None if downloaded.get("local_dir") else downloaded.get("images_url")
+    with tracking.train_run(params, data["dataset"], source_url) as mlflow_run:  # fails here if the store is down
         start = time.perf_counter()
         history = fit(model, arch, train_ds, val_ds, cfg, callbacks, math.ceil(samples / cfg.batch_size))
         seconds = time.perf_counter() - start
@@ -56,7 +59,8 @@ def main() -> None:
                "train_seconds": round(seconds, 1)}
     write_json("metrics/train.json", summary)
     reports.learning_curves("metrics/history.csv", "plots/learning_curves.png")
-    tracking.log_training(mlflow_run.info.run_id, summary, "plots/learning_curves.png")
+    tracking.log_training(mlflow_run.info.run_id, summary, "models/model.keras",
+                          ["plots/learning_curves.png", "params.yaml", "models/vocab.json"])
 
 
 if __name__ == "__main__":

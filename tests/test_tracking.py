@@ -38,7 +38,7 @@ def test_run_name_and_tags_carry_the_dvc_experiment(monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_EXP_NAME", "brave-pony")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
     assert tracking.run_name() == "brave-pony"
-    tags = tracking.run_tags({"data": {"dataset": "shapes"}})
+    tags = tracking.run_tags("shapes")
     assert tags["dataset"] == "shapes" and tags["git_commit"] == "f" * 40 and tags["dvc_exp_name"] == "brave-pony"
     assert tags["dvc.md5.data/features"] == "abc.dir" and tags["dvc.md5.data/tokens"] == "def.dir"
     assert "dvc.md5.models/vocab.json" not in tags
@@ -79,12 +79,12 @@ def test_evaluate_only_rerun_with_new_params_gets_its_own_linked_run(monkeypatch
     params = {"train": {"epochs": 2}, "evaluate": {"beam": 1}, "tracking": {"registered_model": "m"}}
     with tracking.start_run() as train:
         mlflow.log_params(tracking.flatten({"train": params["train"]}))
-    with tracking._evaluation_run(params, train.info.run_id) as first:  # first evaluation: same run
+    with tracking._evaluation_run(params, train.info.run_id, "shapes") as first:  # first evaluation: same run
         pass
-    with tracking._evaluation_run(params, train.info.run_id) as again:  # code-only rerun: same run
+    with tracking._evaluation_run(params, train.info.run_id, "shapes") as again:  # code-only rerun: same run
         pass
     params["evaluate"]["beam"] = 3
-    with tracking._evaluation_run(params, train.info.run_id) as other:  # MLflow params are immutable
+    with tracking._evaluation_run(params, train.info.run_id, "shapes") as other:  # MLflow params are immutable
         pass
     assert first.info.run_id == again.info.run_id == train.info.run_id != other.info.run_id
     run = mlflow.MlflowClient().get_run(other.info.run_id)
@@ -133,7 +133,7 @@ def test_a_model_trained_by_another_experiment_gets_a_run_named_after_this_one(m
         for epoch in (1, 2):
             mlflow.log_metric("val_loss", 1.0 / epoch, step=epoch)
     monkeypatch.setenv("DVC_EXP_NAME", "second")  # DVC restored train from first's run cache entry
-    with tracking._evaluation_run(params, train.info.run_id) as run:
+    with tracking._evaluation_run(params, train.info.run_id, "shapes") as run:
         pass
     client = mlflow.MlflowClient()
     restored = client.get_run(run.info.run_id)
