@@ -12,6 +12,7 @@ weights the training features came from, also when they are randomly initialised
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import warnings
@@ -55,10 +56,13 @@ class EncoderSpec:
     image_size: int = 224
     pooling: str = "avg"  # avg: (2048,) per image | grid: (regions, 2048) per image, float16
     seed: int = 0
+    precision: str = "float32"  # float32 | bfloat16: the forward pass's compute dtype (weights stay float32)
 
     def __post_init__(self):
         if self.pooling not in ("avg", "grid"):
             raise DataError(f"features.pooling={self.pooling!r}: use avg or grid")
+        if self.precision not in PRECISIONS:
+            raise DataError(f"features.precision={self.precision!r}: use {' or '.join(PRECISIONS)}")
 
     @property
     def keras_pooling(self) -> str | None:
@@ -66,10 +70,32 @@ class EncoderSpec:
 
     def to_json(self) -> dict:
         return {"weights": self.weights, "image_size": self.image_size, "pooling": self.pooling,
-                "seed": self.seed}
+                "seed": self.seed, "precision": self.precision}
+
+
+# Keras dtype policy per features.precision. bfloat16 computes in bfloat16 with float32 weights
+# (Keras's "mixed" policy): same weights file, ~1.3x the images/s on CPUs with AVX512-BF16/AMX.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Layers built inside use features.precision's Keras dtype policy (the global one is restored)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
+    """`_build_encoder` under the spec's precision (dtype policy)."""
+    with dtype_policy(spec.precision):
+        return _build_encoder(spec, weights_file)
+
+
+def _build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None):
     """ResNet50 without its classifier head, global-average pooled to 2048 values (or the unpooled
     feature map for grid pooling), frozen.
 
@@ -162,7 +188,9 @@ def _forward(encoder, size: int):
     """The encoder's forward pass as one graph for every batch size (traced once per encoder:
     retracing ResNet50 for the last, smaller batch alone cost ~15 s)."""
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
-    return tf.function(lambda x: encoder(preprocess(x), training=False), input_signature=signature)
+    # float32 out whatever the compute precision, so stored features do not depend on it.
+    return tf.function(lambda x: tf.cast(encoder(preprocess(x), training=False), tf.float32),
+                       input_signature=signature)
 
 
 def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
@@ -195,10 +223,11 @@ def save_features(out_dir: Path, result: ExtractionResult) -> None:
     (out_dir / "images.json").write_text(json.dumps(result.names) + "\n", encoding="utf-8")
 
 
-def load_features(feature_dir: str | Path) -> tuple[list[str], np.ndarray]:
+def load_features(feature_dir: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray]:
+    """(names, features); mmap=True maps the array read-only instead of reading it (bigger than RAM)."""
     feature_dir = Path(feature_dir)
     names = json.loads((feature_dir / "images.json").read_text(encoding="utf-8"))
-    feats = np.load(feature_dir / "features.npy", allow_pickle=False)
+    feats = np.load(feature_dir / "features.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
     if len(names) != len(feats):
         raise DataError(f"{feature_dir}: {len(names)} names but {len(feats)} feature rows; rerun the features stage")
     return names, feats
