@@ -66,6 +66,33 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return kind == "chief" or (not has_chief and kind == "worker" and index == 0)
 
 
+def fit_multi_worker_with_keras3(model) -> None:
+    """Two Keras 3 bugs break `fit` under MultiWorkerMirroredStrategy (keras-team/keras#20585, open);
+    both are worked around here, for a model built in the strategy's scope:
+
+    - Keras builds the optimizer from a peeked batch and passes it per-replica values where it
+      expects tensors: instead let it build on the first traced step, inside the scope (its own
+      fallback when it has no strategy recorded: tf.distribute.get_strategy());
+    - every step's logs are reduced with "mean" along axis 0, which fails for scalars (all of
+      them): they are averaged over replicas with axis=None instead. The logs are the same on every
+      replica (metric variables are all-reduced on update); the tests compare them with one device.
+    """
+    from keras.src.backend.tensorflow import trainer  # where fit's step reduces its logs
+
+    model._distribute_strategy = None
+    if getattr(trainer.reduce_per_replica, "multi_worker_fixed", False):
+        return
+    reduce_per_replica = trainer.reduce_per_replica
+
+    def fixed(values, strategy, reduction):
+        if reduction in ("auto", "mean") and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return reduce_per_replica(values, strategy, reduction)
+
+    fixed.multi_worker_fixed = True
+    trainer.reduce_per_replica = fixed
+
+
 def output_path(path: str | Path, strategy: tf.distribute.Strategy) -> Path:
     """`path` on the chief; a scratch path of the same name elsewhere (every worker must save)."""
     if is_chief(strategy):

@@ -40,10 +40,13 @@ def main() -> None:
             adapt_features_streamed(model, store, np.unique(train_rows))  # training images only
         else:
             adapt_features(model, feats[np.unique(train_rows)])
+    if cfg.strategy == "multi_worker":
+        distribute.fit_multi_worker_with_keras3(model)
     train_ds = arch.batches(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed)
     val_ds = arch.batches(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)
     samples = arch.count_samples(train_seqs)
-    print(f"{samples} training samples from {len(train_seqs)} captions, vocabulary {vocab.size}")
+    print(f"{samples} training samples from {len(train_seqs)} captions, vocabulary {vocab.size}, "
+          f"strategy {cfg.strategy} ({strategy.num_replicas_in_sync} replicas)")
     callbacks = [tracking.epoch_logger()] if chief else []
     if cfg.early_stopping == "val_bleu4":
         val_refs = references(read_captions("data/clean/captions.csv"))
