@@ -176,6 +176,8 @@ def measure_train(store: str, mode: str, steps: int) -> dict:
 
 def fit_growth(sizes, values) -> str:
     """log-log slope: 0 = flat, 1 = linear in the number of images."""
+    if len(set(sizes)) < 2:
+        return "n/a (one measured size)"
     slope = np.polyfit(np.log(sizes), np.log(values), 1)[0]
     return f"~N^{slope:.2f}"
 
