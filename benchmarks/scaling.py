@@ -44,7 +44,7 @@ def peak_rss_mb() -> float:
 def in_child(kind: str, **kwargs) -> dict:
     """Run `measure_<kind>(**kwargs)` in a fresh process; its JSON result."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, __file__, "_child", kind, json.dumps(kwargs)], env=env,
+    proc = subprocess.run([sys.executable, __file__, "_child", kind, json.dumps(kwargs)], env=env, check=False,
                           capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{kind} {kwargs} failed:\n{proc.stderr[-3000:]}")
@@ -78,7 +78,10 @@ def precision(args) -> None:
     print(f"  bfloat16 / float32 = {np.median(rates['bfloat16']) / np.median(rates['float32']):.2f}x")
     print(f"  features: mean |bf16 - f32| / mean |f32| = {np.abs(a - b).mean() / np.abs(a).mean():.4f}")
 
-    from encoder_probe import ATTRIBUTES, single_object_scenes  # benchmarks/ is on sys.path (main)
+    from encoder_probe import (  # benchmarks/ is on sys.path (main)
+        ATTRIBUTES,
+        single_object_scenes,
+    )
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
     from sklearn.preprocessing import StandardScaler
@@ -204,7 +207,7 @@ def stages(args) -> None:
                                                    steps=args.train_steps)
             shutil.rmtree(tmp / f"raw{n}", ignore_errors=True)
     per_image = rows[args.sizes[0]]["features"]["seconds_per_image"]
-    print(f"features stage, 224 px, random-init ResNet50, batch 32: peak RSS by images extracted "
+    print("features stage, 224 px, random-init ResNet50, batch 32: peak RSS by images extracted "
           + ", ".join(f"{k}: {v['rss_mb']:.0f} MB" for k, v in feat.items())
           + f"; {1 / per_image:.1f} img/s on {max(feat)} images")
     print(f"{'scenes':>7s} {'download s':>10s} {'RSS MB':>7s} {'features s*':>11s} "

@@ -77,7 +77,9 @@ def fit_multi_worker_with_keras3(model) -> None:
       them): they are averaged over replicas with axis=None instead. The logs are the same on every
       replica (metric variables are all-reduced on update); the tests compare them with one device.
     """
-    from keras.src.backend.tensorflow import trainer  # where fit's step reduces its logs
+    from keras.src.backend.tensorflow import (
+        trainer,  # where fit's step reduces its logs
+    )
 
     model._distribute_strategy = None
     if getattr(trainer.reduce_per_replica, "multi_worker_fixed", False):

@@ -265,7 +265,10 @@ def extract_to_store(encoder, paths: Sequence[Path], out_dir: Path, size: int, b
     Returns (rows written, skipped image -> why). Rows are exactly those the single-process run
     gives the same images (see the module docstring), in the same order.
     """
-    from captioning.features import _forward, as_regions  # the features stage's own forward pass
+    from captioning.features import (  # the features stage's own forward pass
+        _forward,
+        as_regions,
+    )
 
     part = [Path(paths[i]) for i in shard_range(len(paths), batch_size, shard, shards)]
     skipped: dict[str, str] = {}

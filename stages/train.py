@@ -11,7 +11,14 @@ from captioning import distribute, models, reports, tracking
 from captioning.feature_store import FeatureStore
 from captioning.io import atomic_path, read_captions, read_json, write_json
 from captioning.text import Vocabulary, references
-from captioning.training import TrainConfig, adapt_features, adapt_features_streamed, bleu_callback, fit, write_history
+from captioning.training import (
+    TrainConfig,
+    adapt_features,
+    adapt_features_streamed,
+    bleu_callback,
+    fit,
+    write_history,
+)
 from stages import load_params, run
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY, clone, dvc
 
 from captioning.distribute import make_strategy
 from captioning.io import DataError
-from conftest import TINY, clone, dvc
 
 pytestmark = pytest.mark.slow
 # Relative difference in best val_loss. Measured on the tiny pipeline (2 epochs, ~20 validation
