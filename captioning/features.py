@@ -12,6 +12,7 @@ weights the training features came from, also when they are randomly initialised
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -97,14 +98,33 @@ class EncoderSpec:
     pooling: str = "avg"  # avg / max: one vector per image | grid: (regions, channels) per image, float16
     seed: int = 0
     layer: str = LAST_LAYER  # the ResNet50 output kept; earlier blocks keep finer grids (conv4: 14x14 at 224 px)
+    precision: str = "float32"  # float32 | bfloat16: the forward pass's compute dtype (weights stay float32)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise DataError(f"features.pooling={self.pooling!r}: use {', '.join(POOLINGS)}")
+        if self.precision not in PRECISIONS:
+            raise DataError(f"features.precision={self.precision!r}: use {' or '.join(PRECISIONS)}")
 
     def to_json(self) -> dict:
         return {"weights": self.weights, "image_size": self.image_size, "pooling": self.pooling,
-                "seed": self.seed, "layer": self.layer}
+                "seed": self.seed, "layer": self.layer, "precision": self.precision}
+
+
+# Keras dtype policy per features.precision. bfloat16 computes in bfloat16 with float32 weights
+# (Keras's "mixed" policy): same weights file; faster only on CPUs with native bfloat16 units.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Layers built inside use features.precision's Keras dtype policy (the global one is restored)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _resnet50(spec: EncoderSpec, weights: str | None) -> keras.Model:
@@ -125,6 +145,12 @@ def _resnet50(spec: EncoderSpec, weights: str | None) -> keras.Model:
 
 
 def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) -> keras.Model:
+    """`_build_encoder` under the spec's precision (dtype policy)."""
+    with dtype_policy(spec.precision):
+        return _build_encoder(spec, weights_file)
+
+
+def _build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) -> keras.Model:
     """The frozen ResNet50 encoder of `spec`: its output at `spec.layer`, pooled to one vector per
     image, or the unpooled feature map for grid pooling.
 
@@ -214,7 +240,9 @@ def _forward(encoder, size: int):
     """The encoder's forward pass as one graph for every batch size (traced once per encoder:
     retracing ResNet50 for the last, smaller batch alone cost ~15 s)."""
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
-    return tf.function(lambda x: encoder(preprocess(x), training=False), input_signature=signature)
+    # float32 out whatever the compute precision, so stored features do not depend on it.
+    return tf.function(lambda x: tf.cast(encoder(preprocess(x), training=False), tf.float32),
+                       input_signature=signature)
 
 
 def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
@@ -247,10 +275,11 @@ def save_features(out_dir: Path, result: ExtractionResult) -> None:
     (out_dir / "images.json").write_text(json.dumps(result.names) + "\n", encoding="utf-8")
 
 
-def load_features(feature_dir: str | Path) -> tuple[list[str], np.ndarray]:
+def load_features(feature_dir: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray]:
+    """(names, features); mmap=True maps the array read-only instead of reading it (bigger than RAM)."""
     feature_dir = Path(feature_dir)
     names = json.loads((feature_dir / "images.json").read_text(encoding="utf-8"))
-    feats = np.load(feature_dir / "features.npy", allow_pickle=False)
+    feats = np.load(feature_dir / "features.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
     if len(names) != len(feats):
         raise DataError(f"{feature_dir}: {len(names)} names but {len(feats)} feature rows; rerun the features stage")
     return names, feats

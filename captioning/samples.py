@@ -5,7 +5,8 @@ Two regimes, each named by the architectures that use it (captioning/models/):
 - prefix pairs (merge_bilstm): every caption of n tokens gives n-1 pairs (image, first i words) ->
   word i+1. Materialising all of them up front is the classic out-of-memory bug of captioning
   tutorials (Flickr8k: ~400k padded prefixes per epoch); here they are expanded inside the
-  pipeline, one caption at a time, and image features are gathered per batch from one shared matrix.
+  pipeline, one caption at a time, and image features are gathered per batch from one shared matrix
+  (or read per batch from disk when `features` is a feature_store.FeatureStore: bigger than RAM).
 - teacher forcing (soft_attention): one sample is one whole caption, the targets are the caption
   shifted by one, and the loss is masked on padding (`masked_crossentropy`).
 """
@@ -17,15 +18,17 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from captioning.feature_store import feature_lookup
+
 
 def prefix_pairs(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True):
     """A tf.data pipeline of ((features, prefix), next_word) batches.
 
     sequences: (n, max_length) int32, zero-padded captions; image_rows: (n,) row of each caption's
-    image in `features` (num_images, dim).
+    image in `features` (num_images, dim): an array, or a FeatureStore read per batch.
     """
     max_length = sequences.shape[1]
-    feature_table = tf.constant(features, dtype=tf.float32)
+    lookup = feature_lookup(features)
 
     def expand(row, seq):
         length = tf.math.count_nonzero(seq, dtype=tf.int32)
@@ -44,7 +47,7 @@ def prefix_pairs(sequences, image_rows, features, batch_size: int, seed: int, sh
         # Captions arrive as runs of their own prefixes; mix pairs of many captions in a batch.
         ds = ds.shuffle(16 * batch_size, seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda r, p, t: ((tf.gather(feature_table, r), p), t), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda r, p, t: ((lookup(r), p), t), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -54,9 +57,10 @@ def caption_batches(sequences, image_rows, features, batch_size: int, seed: int,
     tokens are the whole zero-padded caption (n, max_length); targets are the same caption shifted
     left by one (targets[t] = tokens[t + 1], the last position 0), so the model's output at position
     t is trained to be the word after tokens[0..t]. Padding targets (0) are masked by the loss.
-    Features (float16 grid or float32 vectors) are gathered per batch from one shared table.
+    Features (float16 grid or float32 vectors) are gathered per batch from one shared table, or read
+    per batch from disk when `features` is a FeatureStore.
     """
-    feature_table = tf.constant(features)
+    lookup = feature_lookup(features)
     sequences = sequences.astype(np.int32)
     targets = np.zeros_like(sequences)
     targets[:, :-1] = sequences[:, 1:]
@@ -64,7 +68,7 @@ def caption_batches(sequences, image_rows, features, batch_size: int, seed: int,
     if shuffle:
         ds = ds.shuffle(len(sequences), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    ds = ds.map(lambda r, s, t: ((tf.cast(tf.gather(feature_table, r), tf.float32), s), t),
+    ds = ds.map(lambda r, s, t: ((lookup(r), s), t),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -36,7 +36,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 import yaml
 from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -247,6 +246,8 @@ def log_dataset(dataset: str, source_url: str | None) -> None:
 def epoch_logger():
     """A Keras callback that logs every epoch's metrics (loss, val_loss, lr, epoch_seconds, ...) to
     the active MLflow run, step = epoch."""
+    import keras  # lazy: the rest of this module needs no TensorFlow, which is slow and noisy to start
+
     class MLflowEpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioning.decoding import greedy_decode
+from captioning.feature_store import feature_batches
 from captioning.io import DataError, atomic_path
 from captioning.metrics import bleu
 from captioning.models.base import Architecture
@@ -33,12 +34,16 @@ class TrainConfig:
     lr_schedule: str  # constant | cosine (decays to 0 over all epochs' steps)
     clipnorm: float | None  # clip each gradient's norm; None: no clipping
     early_stopping: str  # val_loss | val_bleu4 (greedy-decodes the validation images)
+    strategy: str = "default"  # default | mirrored | multi_worker (captioning/distribute.py)
+    features_in_memory_mb: int = 1024  # bigger feature stores are read from disk per batch (feature_store.py)
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise DataError(f"params.yaml train.lr_schedule={self.lr_schedule!r}: use constant or cosine")
         if self.early_stopping not in ("val_loss", "val_bleu4"):
             raise DataError(f"params.yaml train.early_stopping={self.early_stopping!r}: use val_loss or val_bleu4")
+        if self.strategy not in ("default", "mirrored", "multi_worker"):
+            raise DataError(f"params.yaml train.strategy={self.strategy!r}: use default, mirrored or multi_worker")
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -109,6 +114,19 @@ def adapt_features(model: keras.Model, features: np.ndarray, batch_size: int = 6
         norm.adapt(features)
     else:
         norm.adapt(tf.data.Dataset.from_tensor_slices(features).batch(batch_size).map(lambda x: tf.cast(x, tf.float32)))
+    floor_variance(norm)
+
+
+def adapt_features_streamed(model: keras.Model, store, rows: np.ndarray, batch_size: int = 256) -> None:
+    """`adapt_features` for a feature_store.FeatureStore: these rows are read from disk a batch at a
+    time, so memory holds one batch, never every training image."""
+    norm = model.get_layer("feature_norm")
+    norm.adapt(feature_batches(store, rows, batch_size))
+    floor_variance(norm)
+
+
+def floor_variance(norm) -> None:
+    """Floor an adapted Normalization's variances at VARIANCE_FLOOR x their mean (see adapt_features)."""
     variance = keras.ops.convert_to_numpy(norm.adapt_variance)
     norm.adapt_variance.assign(np.maximum(variance, VARIANCE_FLOOR * variance.mean()))
     norm.finalize_state()  # the layer normalises with the floored variance, and saves it

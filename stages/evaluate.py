@@ -22,7 +22,7 @@ def main() -> None:
     decoding = {"beam_size": cfg["beam_size"], "length_penalty": cfg["length_penalty"], "batch_size": cfg["batch_size"]}
     vocab = Vocabulary.from_json(read_json("models/vocab.json"))
     model = load_model("models/model.keras")
-    names, feats = load_features("data/features")
+    names, feats = load_features("data/features", mmap=True)  # only the test rows are read
     rows = {n: i for i, n in enumerate(names)}
     test = read_json("data/split.json")["test"]
     refs = references(read_captions("data/clean/captions.csv"))

@@ -1,16 +1,24 @@
 """Stage 6: fit the captioning model params.yaml's `model` section names, on the training captions."""
 
+import contextlib
 import math
 import time
 
 import keras
 import numpy as np
 
-from captioning import models, reports, tracking
-from captioning.features import load_features
+from captioning import distribute, models, reports, tracking
+from captioning.feature_store import FeatureStore
 from captioning.io import atomic_path, read_captions, read_json, write_json
 from captioning.text import Vocabulary, references
-from captioning.training import TrainConfig, adapt_features, bleu_callback, fit, write_history
+from captioning.training import (
+    TrainConfig,
+    adapt_features,
+    adapt_features_streamed,
+    bleu_callback,
+    fit,
+    write_history,
+)
 from stages import load_params, run
 
 
@@ -22,35 +30,51 @@ def load_split(name: str, rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray]
 def main() -> None:
     params = load_params()
     cfg, settings = TrainConfig(**params["train"]), dict(params["model"])
+    strategy = distribute.make_strategy(cfg.strategy)  # first: multi_worker must precede other TF ops
+    chief = distribute.is_chief(strategy)
     arch = models.get(settings.pop("architecture"))
     vocab = Vocabulary.from_json(read_json("models/vocab.json"))
-    names, feats = load_features("data/features")
-    rows = {n: i for i, n in enumerate(names)}
+    store = FeatureStore.open("data/features")
+    # Small stores in RAM (a tf.constant gather, the fastest); bigger ones read from disk per batch.
+    feats = store.load() if store.nbytes <= cfg.features_in_memory_mb << 20 else store
+    rows = {n: i for i, n in enumerate(store.names)}
     (train_seqs, train_rows), (val_seqs, val_rows) = load_split("train", rows), load_split("val", rows)
 
     keras.utils.set_random_seed(cfg.seed)
-    model = arch.build(vocab.size, vocab.max_length, feats.shape[1:], **settings)
-    adapt_features(model, feats[np.unique(train_rows)])  # training images only
+    with strategy.scope():
+        model = arch.build(vocab.size, vocab.max_length, store.row_shape, **settings)
+        if isinstance(feats, FeatureStore):
+            adapt_features_streamed(model, store, np.unique(train_rows))  # training images only
+        else:
+            adapt_features(model, feats[np.unique(train_rows)])
+    if cfg.strategy == "multi_worker":
+        distribute.fit_multi_worker_with_keras3(model)
     train_ds = arch.batches(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed)
     val_ds = arch.batches(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)
     samples = arch.count_samples(train_seqs)
-    print(f"{samples} training samples from {len(train_seqs)} captions, vocabulary {vocab.size}")
-    callbacks = [tracking.epoch_logger()]
+    print(f"{samples} training samples from {len(train_seqs)} captions, vocabulary {vocab.size}, "
+          f"strategy {cfg.strategy} ({strategy.num_replicas_in_sync} replicas)")
+    callbacks = [tracking.epoch_logger()] if chief else []
     if cfg.early_stopping == "val_bleu4":
         val_refs = references(read_captions("data/clean/captions.csv"))
         val_images = sorted(set(read_json("data/split.json")["val"]) & set(rows))
-        callbacks.insert(0, bleu_callback(model, feats[[rows[i] for i in val_images]],
+        callbacks.insert(0, bleu_callback(model, store.read([rows[i] for i in val_images]),
                                           [val_refs[i] for i in val_images], vocab))
 
     data = params["data"]
     downloaded = data[data["dataset"]] or {}  # a URL names where the data came from; generated data has none
     source_url = None if downloaded.get("local_dir") else downloaded.get("images_url")
-    with tracking.train_run(params, data["dataset"], source_url) as mlflow_run:  # fails here if the store is down
+    # Only the chief tracks and writes; fails here, before training, if the tracking store is down.
+    with tracking.train_run(params, data["dataset"], source_url) if chief else contextlib.nullcontext() as mlflow_run:
         start = time.perf_counter()
-        history = fit(model, arch, train_ds, val_ds, cfg, callbacks, math.ceil(samples / cfg.batch_size))
+        with strategy.scope():
+            history = fit(model, arch, train_ds, val_ds, cfg, callbacks, math.ceil(samples / cfg.batch_size))
         seconds = time.perf_counter() - start
-        with atomic_path("models/model.keras") as tmp:
+        with atomic_path(distribute.output_path("models/model.keras", strategy)) as tmp:
             model.save(tmp)
+    if not chief:
+        print(f"worker done: val_loss {min(history['val_loss']):.4f}")
+        return
     write_json("models/run.json", {"mlflow_run_id": mlflow_run.info.run_id})
 
     epochs = write_history("metrics/history.csv", history)
