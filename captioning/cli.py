@@ -134,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < (1 if name == "--beam-size" else 0):
             parser.error(f"{name} {value}: must be >= {1 if name == '--beam-size' else 0}")
 
-    from captioning.captioner import Captioner  # lazy: it imports TensorFlow, which must start quiet
-
     paths = expand(args.images)
     try:
         with native_stderr_silenced(not args.verbose):
+            from captioning.captioner import Captioner  # here: it imports TensorFlow, which must start quiet
+
             captioner = Captioner(args.model, args.beam_size, args.length_penalty)
             captioner.caption_arrays(np.zeros((1, captioner.spec.image_size, captioner.spec.image_size, 3)))
         if captioner.decoding_source.startswith("greedy"):
@@ -163,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
 def serve(args) -> int:
     import uvicorn
 
-    from captioning.captioner import Captioner  # lazy: it imports TensorFlow, which must start quiet
-    from captioning.service import Batching, Limits, create_app, resolve_model  # lazy, as above
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         with native_stderr_silenced(not args.verbose):
+            from captioning.captioner import Captioner  # here: they import TensorFlow, which must start quiet
+            from captioning.service import Batching, Limits, create_app, resolve_model
+
             model_dir, info = resolve_model(args.model)
             captioner = Captioner(model_dir)
             captioner.caption_arrays(np.zeros((1, captioner.spec.image_size, captioner.spec.image_size, 3)))
