@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -104,6 +105,17 @@ def clone(dest: Path, overrides: dict) -> Path:
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
     return dest
+
+
+def wait_for_queue(repo: Path, deadline_s: float = 900) -> str:
+    """`dvc queue status` once nothing is queued or running (the queue ends on its own)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        status = dvc(repo, "queue", "status")
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        time.sleep(2)  # polling a queue that ends on its own; bounded by the deadline
+    raise TimeoutError(status)
 
 
 def dvc(repo: Path, *args: str, tracking_uri: str | None = None) -> str:

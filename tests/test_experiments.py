@@ -10,13 +10,12 @@ import base64
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from conftest import REPO, TINY, clone, dvc
+from conftest import REPO, TINY, clone, dvc, wait_for_queue
 
 sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_ui_check import free_port, post, server, ui_runs  # noqa: E402
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.slow
 
 EPOCHS = {1, 3}
 
-
-def wait_for_queue(repo: Path, deadline_s: float = 600) -> str:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        status = dvc(repo, "queue", "status")
-        if not any(word in status for word in ("Queued", "Running")):
-            return status
-        time.sleep(2)  # polling a queue that ends on its own; bounded by the deadline
-    raise TimeoutError(status)
 
 
 @pytest.fixture(scope="module")

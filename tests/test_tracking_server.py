@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import mlflow
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from captioning import tracking
-from conftest import REPO, TINY, clone, dvc
+from conftest import REPO, TINY, clone, dvc, wait_for_queue
 
 sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_ui_check import free_port, server  # noqa: E402
@@ -74,15 +73,6 @@ def mlflow_url(postgres_url, tmp_path_factory) -> str:
     with server(cmd, port, "/health", env=env) as url:
         yield url
 
-
-def wait_for_queue(repo: Path, deadline_s: float = 900) -> str:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        status = dvc(repo, "queue", "status")
-        if not any(word in status for word in ("Queued", "Running")):
-            return status
-        time.sleep(2)  # polling a queue that ends on its own; bounded by the deadline
-    raise TimeoutError(status)
 
 
 @pytest.fixture(scope="module")
