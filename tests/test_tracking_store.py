@@ -124,7 +124,7 @@ def test_the_store_survives_moving_the_repository(repo, tmp_path, monkeypatch):
         assert samples == json.loads(Path("reports/samples.json").read_text())
         model = mlflow.pyfunc.load_model(f"models:/captioning/{logged['version']}")
         image = base64.b64encode(Path("data/raw/images", samples[0]["image"]).read_bytes()).decode()
-        captions = model.predict(pd.DataFrame({"image": [image]}))["caption"].tolist()
+        captions = [row["caption"] for row in model.predict(pd.DataFrame({"image": [image]}))]  # one record per image
         assert captions == [samples[0]["prediction"]]  # the model and encoder load from the new place
     finally:
         hidden.rename(repo)
