@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -29,15 +30,19 @@ def free_port() -> int:
 @contextlib.contextmanager
 def server(cmd: list[str], port: int, health: str, deadline_s: float = 180, env=None, cwd=None):
     """Run a server process; yield its base URL once `health` answers 200 (polled, bounded)."""
+    # Output goes to a file, not a pipe: nobody reads a pipe while the server runs, and a server
+    # that logs every request blocks for good once the pipe's 64 KB buffer is full.
+    log = tempfile.TemporaryFile(mode="w+")
     # Its own process group: `mlflow server` starts uvicorn and job-runner children, stopped with it.
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + deadline_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+                log.seek(0)
+                raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{log.read()[-3000:]}")
             try:
                 with urllib.request.urlopen(url + health, timeout=2) as r:
                     if r.status == 200:
@@ -57,6 +62,7 @@ def server(cmd: list[str], port: int, health: str, deadline_s: float = 180, env=
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the parent
         proc.wait()
+        log.close()
 
 
 def post(url: str, body: dict) -> dict:

@@ -9,11 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, clone, dvc
+from conftest import copy_of
 
 from captioning.distribute import make_strategy
 from captioning.io import DataError
@@ -26,10 +27,8 @@ DEADLINE = 1500  # seconds: a stuck collective fails the test instead of hanging
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory) -> Path:
-    repo = clone(tmp_path_factory.mktemp("clone"), TINY)
-    dvc(repo, "repro", "tokenize")  # everything training reads
-    return repo
+def tiny_repo(trained_repo, tmp_path_factory) -> Path:
+    return copy_of(trained_repo, tmp_path_factory.mktemp("distribute") / "repo")  # has all training reads
 
 
 def set_strategy(repo: Path, strategy: str) -> None:
@@ -43,18 +42,25 @@ def start_train(repo: Path, prelude: str = "", env: dict | None = None) -> subpr
     code = f"{prelude}\nimport runpy\nrunpy.run_module('stages.train', run_name='__main__')"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(repo), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env, stdout=subprocess.PIPE,
+    # Output to a file, not a pipe: while we wait for one worker, the other must never block on a
+    # full pipe (it would stall the collective both are in).
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, env=env, stdout=log,
                             stderr=subprocess.STDOUT, text=True)
+    proc.log = log
+    return proc
 
 
 def finish(proc: subprocess.Popen) -> str:
     try:
-        out, _ = proc.communicate(timeout=DEADLINE)
+        proc.wait(timeout=DEADLINE)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f"training did not finish in {DEADLINE} s:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
+        proc.wait()
+    proc.log.seek(0)
+    out = proc.log.read()
+    proc.log.close()
+    assert proc.returncode == 0, f"training failed or did not finish in {DEADLINE} s:\n{out[-3000:]}"
     return out
 
 

@@ -20,14 +20,16 @@ import pytest
 import yaml
 
 from captioning import tracking
-from conftest import REPO, TINY, clone, dvc, wait_for_queue
+from conftest import REPO, copy_of, dvc, wait_for_queue
 
 sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_ui_check import free_port, server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-EXPERIMENTS = {"pg-one": 1, "pg-two": 2}  # name -> train.epochs
+# name -> train.epochs; neither is the copied workspace run's 2, so both train (none is restored
+# from DVC's run cache, whose original run lives in the copy's local store).
+EXPERIMENTS = {"pg-one": 1, "pg-three": 3}
 
 
 def postgres_bin() -> Path:
@@ -76,12 +78,11 @@ def mlflow_url(postgres_url, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def team_repo(mlflow_url, tmp_path_factory) -> Path:
-    """A tiny clone whose two queued experiments ran two at a time, logging to the server."""
-    repo = clone(tmp_path_factory.mktemp("team"), TINY)
-    # The stages both experiments share, once: two queued runs computing the same stage at the same
-    # time race in DVC's run cache (seen: "No such file or directory: .dvc/cache/runs/...tmp").
-    dvc(repo, "repro", "tokenize", "holdout")
+def team_repo(mlflow_url, trained_repo, tmp_path_factory) -> Path:
+    """A copy of the tiny run whose two queued experiments ran two at a time, logging to the server.
+    The stages both share were run before (two queued runs computing the same stage at the same time
+    race in DVC's run cache: "No such file or directory: .dvc/cache/runs/...tmp")."""
+    repo = copy_of(trained_repo, tmp_path_factory.mktemp("team") / "repo")
     for name, epochs in EXPERIMENTS.items():
         dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"train.epochs={epochs}", tracking_uri=mlflow_url)
     dvc(repo, "queue", "start", "-j", "2", tracking_uri=mlflow_url)
@@ -129,7 +130,7 @@ def test_metrics_are_measurements_with_per_epoch_history(client, runs):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, epochs + 1))
         assert {"bleu4", "meteor", "train_seconds", "caption_latency_ms"} <= set(run.data.metrics)
         assert not {"beam_size", "length_penalty", "test_images", "best_epoch", "epochs"} & set(run.data.metrics)
-        assert run.data.tags["test_images"] == "4" and run.data.tags["best_epoch"] in {"1", "2"}
+        assert run.data.tags["test_images"] == "4" and 1 <= int(run.data.tags["best_epoch"]) <= epochs
 
 
 def test_dataset_input_carries_the_dvc_hash(team_repo, runs):
@@ -155,8 +156,6 @@ def test_artifacts_come_through_the_server(client, runs, tmp_path):
         assert [row[0] for row in table["data"]] == [s["image"] for s in samples]
 
 
-@pytest.mark.skip(reason="hung (no CPU, threads waiting) downloading models:/captioning/N through the proxy in one "
-                         "full-suite run on 2026-11-26; passed in the branch's own runs; not yet diagnosed")
 def test_registered_versions_and_champion(client, runs, mlflow_url, tmp_path):
     versions = client.search_model_versions("name='captioning'")
     assert {v.run_id for v in versions} == {runs[name].info.run_id for name in EXPERIMENTS}
