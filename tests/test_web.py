@@ -67,7 +67,7 @@ def test_page_uploads_an_image_and_shows_its_caption(browser, trained_repo, samp
         expected = httpx.post(f"{url}/caption", content=sample_images[3].read_bytes(),
                               headers={"content-type": "image/jpeg"}, timeout=60).json()["caption"]
         shown = upload_and_read(browser, url, sample_images[3])
-        assert shown == expected
+        assert shown == (expected or "(empty caption)")  # a 2-epoch model may end at once
         assert "merge_bilstm" in browser.find_element(By.ID, "model").text
         assert browser.find_element(By.ID, "attention").is_displayed() is False  # no attention in this model
         browser.save_screenshot(str(tmp_path / "page.png"))
