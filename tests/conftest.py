@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 from captioning.datasets import flickr8k
 
@@ -86,6 +87,11 @@ def set_param(params: dict, dotted: str, value) -> None:
     params[leaf] = value
 
 
+def git_commit(repo: Path, message: str) -> None:
+    for args in (["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message]):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
 def clone(dest: Path, overrides: dict) -> Path:
     """A git repo holding this working tree's files (committed or not, never ignored ones)."""
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -100,10 +106,8 @@ def clone(dest: Path, overrides: dict) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for metrics in (dest / "metrics").glob("*"):
         metrics.unlink()  # outputs of the last real run: the clone must make its own
-    git = lambda *a: subprocess.run(["git", *a], cwd=dest, check=True, capture_output=True)
-    git("init", "-q")
-    git("add", "-A")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny")
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    git_commit(dest, "tiny")
     return dest
 
 
@@ -136,14 +140,40 @@ def dvc(repo: Path, *args: str, tracking_uri: str | None = None) -> str:
 TINY_DECODING = {"beam_size": TINY["evaluate.beam_size"], "length_penalty": 0.7}
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, overrides: dict) -> Path:
+    """A tiny clone after `dvc repro`, its dvc.lock and metrics committed; made once per test run.
+    pytest-xdist workers share it: the first to take the lock runs the pipeline, the others wait."""
+    if worker_id == "master":  # a single pytest process (-n 0)
+        root = tmp_path_factory.getbasetemp()
+    else:  # the run's directory, the parent of every worker's own
+        root = tmp_path_factory.getbasetemp().parent
+    repo, built = root / name, root / f"{name}.built"
+    with FileLock(root / f"{name}.lock"):
+        if not built.exists():
+            shutil.rmtree(repo, ignore_errors=True)  # what a worker that failed here left
+            repo.mkdir()
+            clone(repo, overrides)
+            dvc(repo, "repro")
+            git_commit(repo, "tiny run")
+            built.touch()
+    return repo
+
+
 @pytest.fixture(scope="session")
-def trained_repo(tmp_path_factory) -> Path:
-    """A tiny clone after `dvc repro` (merge_bilstm): models/ (decoding.json included),
-    data/raw/images, reports/samples.json."""
-    repo = clone(tmp_path_factory.mktemp("trained"), TINY)
-    dvc(repo, "repro")
+def trained_repo(tmp_path_factory, worker_id) -> Path:
+    """The end-to-end run: a tiny clone after `dvc repro` (merge_bilstm): models/ (decoding.json
+    included), data/raw/images, reports/samples.json, mlflow.db. Shared by every test and worker:
+    read it; to change it, work on `copy_of(trained_repo, ...)`."""
+    repo = built_once(tmp_path_factory, worker_id, "trained", TINY)
     assert json.loads((repo / "models" / "decoding.json").read_text()) == TINY_DECODING
     return repo
+
+
+def copy_of(repo: Path, dest: Path) -> Path:
+    """A private copy of a pipeline run (git, DVC cache, outputs, MLflow store): tests that rerun
+    stages or add runs start here instead of paying for their own `dvc repro`."""
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest
 
 
 # soft_attention on grid features (2x2 regions at 64 px), with held-out pairs.
@@ -154,12 +184,10 @@ ATTENTION = {**TINY, "features.pooling": "grid", "model.architecture": "soft_att
 
 
 @pytest.fixture(scope="session")
-def attention_repo(tmp_path_factory) -> Path:
-    """A tiny soft_attention clone after `dvc repro`, shared by every module that needs one
-    (tests only read it, or add files of their own)."""
-    repo = clone(tmp_path_factory.mktemp("attention"), ATTENTION)
-    dvc(repo, "repro")
-    return repo
+def attention_repo(tmp_path_factory, worker_id) -> Path:
+    """A tiny soft_attention clone after `dvc repro`, shared by every module and worker that needs
+    one (tests only read it, or add files of their own)."""
+    return built_once(tmp_path_factory, worker_id, "attention", ATTENTION)
 
 
 def png_bomb(path: Path, side: int = 30000) -> Path:

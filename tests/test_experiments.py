@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import REPO, TINY, clone, dvc, wait_for_queue
+from conftest import REPO, copy_of, dvc, wait_for_queue
 
 sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_ui_check import free_port, post, server, ui_runs  # noqa: E402
@@ -27,9 +27,8 @@ EPOCHS = {1, 3}
 
 
 @pytest.fixture(scope="module")
-def exp_repo(tmp_path_factory):
-    repo = clone(tmp_path_factory.mktemp("exps"), TINY)
-    dvc(repo, "repro")
+def exp_repo(trained_repo, tmp_path_factory):
+    repo = copy_of(trained_repo, tmp_path_factory.mktemp("exps") / "repo")  # after `dvc repro`
     for epochs in sorted(EPOCHS):
         dvc(repo, "exp", "run", "--queue", "-S", f"train.epochs={epochs}")
     dvc(repo, "queue", "start", "-j", "2")

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, clone, dvc
+from conftest import copy_of, dvc
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory) -> Path:
-    repo = clone(tmp_path_factory.mktemp("clone"), TINY)
-    dvc(repo, "repro")
-    return repo
+def tiny_repo(trained_repo, tmp_path_factory) -> Path:
+    """A copy of the session's tiny `dvc repro` (conftest.trained_repo): these tests rerun stages."""
+    return copy_of(trained_repo, tmp_path_factory.mktemp("pipeline") / "repo")
 
 
 def test_repro_produces_every_output(tiny_repo):

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from captioning import tracking
-from conftest import TINY, clone, dvc
+from conftest import copy_of, dvc
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +32,9 @@ def store_bytes(repo: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A tiny clone after `dvc repro` (train.epochs=2), committed."""
-    repo = tmp_path_factory.mktemp("store") / "repo"
-    repo.mkdir()
-    clone(repo, TINY)
-    dvc(repo, "repro")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "tiny run")
-    return repo
+def repo(trained_repo, tmp_path_factory) -> Path:
+    """A copy of the tiny clone after `dvc repro` (train.epochs=2), committed."""
+    return copy_of(trained_repo, tmp_path_factory.mktemp("store") / "repo")
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +100,16 @@ def test_an_experiment_restored_from_the_run_cache_still_gets_its_own_run(repo, 
     assert [m.step for m in client.get_metric_history(restored.info.run_id, "val_loss")] == [1, 2]  # copied
 
 
-def test_the_store_survives_moving_the_repository(repo, tmp_path, monkeypatch):
+def test_the_store_survives_moving_the_repository(repo, trained_repo, tmp_path, monkeypatch):
     moved = tmp_path / "elsewhere"
     shutil.copytree(repo, moved, symlinks=True)
     hidden = repo.with_name("repo.hidden")  # the original is gone while we use the copy
     repo.rename(hidden)
     try:
         dump = "\n".join(sqlite3.connect(moved / "mlflow.db").iterdump())
-        stale = [line for line in dump.splitlines() if str(repo) in line and "'Default'" not in line]
-        assert not stale, stale[:3]  # no row of ours names the old checkout
+        stale = [line for line in dump.splitlines()
+                 if (str(repo) in line or str(trained_repo) in line) and "'Default'" not in line]
+        assert not stale, stale[:3]  # no row of ours names a checkout the store was in before
         monkeypatch.chdir(moved)  # the store is opened from the repository root
         mlflow.set_tracking_uri("sqlite:///mlflow.db")
         client = mlflow.MlflowClient()
