@@ -323,14 +323,6 @@ def sample_table(samples: list[Mapping[str, Any]]) -> dict[str, list[str]]:
             "references": [" | ".join(s["references"]) for s in samples]}
 
 
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def store_encoder(model_dir: str | Path) -> str:
     """The URI of this encoder's weights in the store, logged once per distinct encoder.
 
@@ -340,7 +332,9 @@ def store_encoder(model_dir: str | Path) -> str:
     """
     model_dir = Path(model_dir).resolve()
     weights, spec = model_dir / "encoder.weights.h5", model_dir / "encoder.json"
-    key = hashlib.md5((_file_md5(weights) + spec.read_text()).encode()).hexdigest()
+    with open(weights, "rb") as f:
+        weights_md5 = hashlib.file_digest(f, "md5").hexdigest()
+    key = hashlib.md5((weights_md5 + spec.read_text()).encode()).hexdigest()
     client = mlflow.MlflowClient()
     experiment_id = _experiment(ENCODERS)
     found = [r for r in client.search_runs([experiment_id], f"tags.encoder_key = '{key}'",

@@ -15,8 +15,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from captioning import distribute
 from captioning.decoding import greedy_decode
-from captioning.feature_store import feature_batches
+from captioning.feature_store import FeatureStore, feature_batches
 from captioning.io import DataError, atomic_path
 from captioning.metrics import bleu
 from captioning.models.base import Architecture
@@ -95,6 +96,24 @@ def fit(model: keras.Model, arch: Architecture, train_ds, val_ds, config: TrainC
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}
 
 
+def build_model(arch: Architecture, settings: dict, vocab_size: int, max_length: int,
+                features: np.ndarray | FeatureStore, train_rows: np.ndarray,
+                strategy: tf.distribute.Strategy) -> keras.Model:
+    """The model to fit: built in the strategy's scope, its feature normalisation fitted on the
+    training images only (read from disk a batch at a time when `features` is a store)."""
+    rows = np.unique(train_rows)
+    row_shape = features.row_shape if isinstance(features, FeatureStore) else features.shape[1:]
+    with strategy.scope():
+        model = arch.build(vocab_size, max_length, row_shape, **settings)
+        if isinstance(features, FeatureStore):
+            adapt_features_streamed(model, features, rows)
+        else:
+            adapt_features(model, features[rows])
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        distribute.fit_multi_worker_with_keras3(model)
+    return model
+
+
 VARIANCE_FLOOR = 0.1  # of the mean channel variance
 
 
@@ -130,6 +149,13 @@ def floor_variance(norm) -> None:
     variance = keras.ops.convert_to_numpy(norm.adapt_variance)
     norm.adapt_variance.assign(np.maximum(variance, VARIANCE_FLOOR * variance.mean()))
     norm.finalize_state()  # the layer normalises with the floored variance, and saves it
+
+
+def summary(history: dict[str, list[float]], seconds: float) -> dict:
+    """metrics/train.json: epochs run, the best epoch by validation loss, its loss, the time."""
+    best = int(np.argmin(history["val_loss"]))
+    return {"epochs": len(history["loss"]), "best_epoch": best + 1, "val_loss": round(history["val_loss"][best], 4),
+            "train_seconds": round(seconds, 1)}
 
 
 def write_history(path: str | Path, history: dict[str, list[float]]) -> int:

@@ -7,18 +7,10 @@ import time
 import keras
 import numpy as np
 
-from captioning import distribute, models, reports, tracking
+from captioning import distribute, models, reports, tracking, training
 from captioning.feature_store import FeatureStore
 from captioning.io import atomic_path, read_captions, read_json, write_json
 from captioning.text import Vocabulary, references
-from captioning.training import (
-    TrainConfig,
-    adapt_features,
-    adapt_features_streamed,
-    bleu_callback,
-    fit,
-    write_history,
-)
 from stages import load_params, run
 
 
@@ -29,7 +21,7 @@ def load_split(name: str, rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray]
 
 def main() -> None:
     params = load_params()
-    cfg, settings = TrainConfig(**params["train"]), dict(params["model"])
+    cfg, settings = training.TrainConfig(**params["train"]), dict(params["model"])
     strategy = distribute.make_strategy(cfg.strategy)  # first: multi_worker must precede other TF ops
     chief = distribute.is_chief(strategy)
     arch = models.get(settings.pop("architecture"))
@@ -41,14 +33,7 @@ def main() -> None:
     (train_seqs, train_rows), (val_seqs, val_rows) = load_split("train", rows), load_split("val", rows)
 
     keras.utils.set_random_seed(cfg.seed)
-    with strategy.scope():
-        model = arch.build(vocab.size, vocab.max_length, store.row_shape, **settings)
-        if isinstance(feats, FeatureStore):
-            adapt_features_streamed(model, store, np.unique(train_rows))  # training images only
-        else:
-            adapt_features(model, feats[np.unique(train_rows)])
-    if cfg.strategy == "multi_worker":
-        distribute.fit_multi_worker_with_keras3(model)
+    model = training.build_model(arch, settings, vocab.size, vocab.max_length, feats, train_rows, strategy)
     train_ds = arch.batches(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed)
     val_ds = arch.batches(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)
     samples = arch.count_samples(train_seqs)
@@ -58,8 +43,8 @@ def main() -> None:
     if cfg.early_stopping == "val_bleu4":
         val_refs = references(read_captions("data/clean/captions.csv"))
         val_images = sorted(set(read_json("data/split.json")["val"]) & set(rows))
-        callbacks.insert(0, bleu_callback(model, store.read([rows[i] for i in val_images]),
-                                          [val_refs[i] for i in val_images], vocab))
+        callbacks.insert(0, training.bleu_callback(model, store.read([rows[i] for i in val_images]),
+                                                   [val_refs[i] for i in val_images], vocab))
 
     data = params["data"]
     downloaded = data[data["dataset"]] or {}  # a URL names where the data came from; generated data has none
@@ -68,7 +53,7 @@ def main() -> None:
     with tracking.train_run(params, data["dataset"], source_url) if chief else contextlib.nullcontext() as mlflow_run:
         start = time.perf_counter()
         with strategy.scope():
-            history = fit(model, arch, train_ds, val_ds, cfg, callbacks, math.ceil(samples / cfg.batch_size))
+            history = training.fit(model, arch, train_ds, val_ds, cfg, callbacks, math.ceil(samples / cfg.batch_size))
         seconds = time.perf_counter() - start
         with atomic_path(distribute.output_path("models/model.keras", strategy)) as tmp:
             model.save(tmp)
@@ -76,12 +61,8 @@ def main() -> None:
         print(f"worker done: val_loss {min(history['val_loss']):.4f}")
         return
     write_json("models/run.json", {"mlflow_run_id": mlflow_run.info.run_id})
-
-    epochs = write_history("metrics/history.csv", history)
-    best = int(np.argmin(history["val_loss"]))
-    summary = {"epochs": epochs, "best_epoch": best + 1, "val_loss": round(history["val_loss"][best], 4),
-               "train_seconds": round(seconds, 1)}
-    write_json("metrics/train.json", summary)
+    training.write_history("metrics/history.csv", history)
+    write_json("metrics/train.json", summary := training.summary(history, seconds))
     reports.learning_curves("metrics/history.csv", "plots/learning_curves.png")
     tracking.log_training(mlflow_run.info.run_id, summary, "models/model.keras",
                           ["plots/learning_curves.png", "params.yaml", "models/vocab.json"])

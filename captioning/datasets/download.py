@@ -189,9 +189,6 @@ def safe_extract(zip_path: str | Path, out_dir: str | Path, max_total_bytes: int
 
 
 def sha256_file(path: Path) -> str:
-    """The file's sha256, read in 1 MiB blocks."""
-    h = hashlib.sha256()
+    """The file's sha256, read in blocks (never the whole file in memory)."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
