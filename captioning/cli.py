@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--max-mb", type=float, default=20.0, help="largest request body, MB")
     srv.add_argument("--max-megapixels", type=float, default=40.0, help="largest image, million pixels")
     srv.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its caption")
-    srv.add_argument("--batch-window-ms", type=float, default=10.0, help="how long a batch waits for more requests")
+    srv.add_argument("--batch-window-ms", type=float, default=2.0, help="how long a batch waits for more requests")
     srv.add_argument("--max-batch", type=int, default=32, help="most images in one model call")
     srv.add_argument("--verbose", action="store_true", help="keep TensorFlow's own logging")
     args = parser.parse_args(argv)

@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from captioning.captioner import DECODING_FILE, Captioner
+from captioning.decoding import decode
 from captioning.features import ImageTooLarge
 from captioning.io import DataError
 
@@ -57,7 +58,9 @@ class Limits:
 
 @dataclass(frozen=True)
 class Batching:
-    window_ms: float = 10.0  # how long the first request of a batch waits for company
+    # How long the first request of a batch waits for company. Short: under load, requests queue
+    # while the model runs and all join the next call anyway; a lone request should not wait.
+    window_ms: float = 2.0
     max_batch: int = 32
 
 
@@ -246,6 +249,16 @@ def resolve_model(source: str) -> tuple[Path, dict]:
 # -----------------------------------------------------------------------------
 # The app
 
+def warm_up(captioner: Captioner, max_batch: int) -> None:
+    """Compile the decoder for every batch shape up to `max_batch` images at the model's beam size,
+    so no request waits for XLA (decoding pads batches to powers of two, ~1 s to compile each)."""
+    size = captioner.spec.image_size
+    feats = captioner.features(np.zeros((1, size, size, 3), np.float32))
+    for n in (1 << i for i in range((max_batch - 1).bit_length() + 1)):
+        decode(captioner.model, np.repeat(feats, n, axis=0), captioner.vocab, captioner.beam_size,
+               captioner.length_penalty)
+
+
 def create_app(captioner: Captioner, model_info: dict | None = None, limits: Limits = Limits(),
                batching: Batching = Batching()) -> FastAPI:
     """The web page, POST /caption and GET /health around one loaded captioner.
@@ -258,9 +271,10 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Trace the encoder and decoder graphs now, so the first client doesn't wait seconds for it.
+        # Trace the encoder and compile the decoder for every batch size now: no client waits for it.
         size = captioner.spec.image_size
         await asyncio.to_thread(captioner.caption_arrays, np.zeros((1, size, size, 3), np.float32), None, None, True)
+        await asyncio.to_thread(warm_up, captioner, batching.max_batch)
         batcher.start()
         yield
         await batcher.stop()
