@@ -158,29 +158,32 @@ def _forward(model):
     """
     if not isinstance(model, keras.Model):
         return lambda f, p: model([f, p], training=False)
-    compiled = _compiled(model)
 
     def call(features: np.ndarray, prefixes: np.ndarray) -> np.ndarray:
         n = len(features)
-        extra = (1 << (n - 1).bit_length()) - n
-        if extra:
-            features = np.concatenate([features, np.repeat(features[:1], extra, axis=0)])
-            prefixes = np.concatenate([prefixes, np.repeat(prefixes[:1], extra, axis=0)])
-        return np.asarray(compiled(features, prefixes))[:n]
+        size = 1 << (n - 1).bit_length()
+        if size > n:
+            features = np.concatenate([features, np.repeat(features[:1], size - n, axis=0)])
+            prefixes = np.concatenate([prefixes, np.repeat(prefixes[:1], size - n, axis=0)])
+        return np.asarray(_compiled(model, size)(features, prefixes))[:n]
 
     return call
 
 
-@functools.lru_cache(maxsize=4)
-def _compiled(model: keras.Model):
-    """The model's forward pass as one XLA-compiled graph. A decoding step is many small ops (an
-    LSTM over the prefix, attention, two dense layers) that XLA fuses: one image's step took 4.2 ms
-    as a plain graph and 1.4 ms compiled (merge_bilstm, 256 units, this 2-core CPU); an eager Keras
-    call costs ~25x a graph for one image (benchmarks/decoding.py)."""
-    def forward(features, prefixes):
-        return model([features, prefixes], training=False)
+@functools.lru_cache(maxsize=64)
+def _compiled(model: keras.Model, batch: int):
+    """The model's forward pass for `batch` inputs as one XLA-compiled graph. A decoding step is
+    many small ops (an LSTM over the prefix, attention, two dense layers) that XLA fuses: one
+    image's step took 4.2 ms as a plain graph and 1.4 ms compiled (merge_bilstm, 256 units, this
+    2-core CPU); an eager Keras call costs ~25x a graph for one image (benchmarks/decoding.py).
+    One function per batch size, each traced once (a dynamic batch dimension made steps ~20 %
+    slower); a partial, not a closure, because TensorFlow counts traces per code object and would
+    warn about "retracing" that is intended here."""
+    return tf.function(functools.partial(_call, model), jit_compile=True, autograph=False)
 
-    return tf.function(forward, jit_compile=True, autograph=False)
+
+def _call(model: keras.Model, features, prefixes):
+    return model([features, prefixes], training=False)
 
 
 def _words(ids: np.ndarray, vocab: Vocabulary, end: int) -> list[str]:
