@@ -45,7 +45,6 @@ def main() -> None:
         references[image].append(strip_tokens(caption))
     refs = [references[i] for i in test]
     scenes = read_json(root / "data/raw/scenes.json") if (root / "data/raw/scenes.json").exists() else None
-    decode(model, x[:4], vocab, 3, 0.7)  # warm up (graph tracing) before any timing
 
     print(f"{len(test)} test images, vocabulary {vocab.size}, max_length {vocab.max_length}, "
           f"model {model.name}")
@@ -53,6 +52,8 @@ def main() -> None:
           f"{'CIDEr':>6} {'attr':>6} {'words':>5}")
     for alpha in args.length_penalty:
         for beam in args.beams:
+            for batch in (x, x[:1]):  # compile every batch shape (decoding is XLA-compiled) before timing
+                decode(model, batch, vocab, beam, alpha)
             start = time.perf_counter()
             predicted = decode(model, x, vocab, beam, alpha)
             batched = (time.perf_counter() - start) / len(test) * 1000
