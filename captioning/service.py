@@ -250,10 +250,13 @@ def resolve_model(source: str) -> tuple[Path, dict]:
 # The app
 
 def warm_up(captioner: Captioner, max_batch: int) -> None:
-    """Compile the decoder for every batch shape up to `max_batch` images at the model's beam size,
-    so no request waits for XLA (decoding pads batches to powers of two, ~1 s to compile each)."""
+    """Trace the encoder (and the attention maps), then compile the decoder for every batch shape up
+    to `max_batch` images at the model's beam size, so no request waits for it (decoding pads
+    batches to powers of two; XLA takes ~1 s for each)."""
     size = captioner.spec.image_size
-    feats = captioner.features(np.zeros((1, size, size, 3), np.float32))
+    blank = np.zeros((1, size, size, 3), np.float32)
+    captioner.caption_arrays(blank, attention=True)
+    feats = captioner.features(blank)
     for n in (1 << i for i in range((max_batch - 1).bit_length() + 1)):
         decode(captioner.model, np.repeat(feats, n, axis=0), captioner.vocab, captioner.beam_size,
                captioner.length_penalty)
@@ -271,9 +274,6 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # Trace the encoder and compile the decoder for every batch size now: no client waits for it.
-        size = captioner.spec.image_size
-        await asyncio.to_thread(captioner.caption_arrays, np.zeros((1, size, size, 3), np.float32), None, None, True)
         await asyncio.to_thread(warm_up, captioner, batching.max_batch)
         batcher.start()
         yield
