@@ -7,8 +7,8 @@ Two regimes, each named by the architectures that use it (captioning/models/):
   tutorials (Flickr8k: ~400k padded prefixes per epoch); here they are expanded inside the
   pipeline, one caption at a time, and image features are gathered per batch from one shared matrix
   (or read per batch from disk when `features` is a feature_store.FeatureStore: bigger than RAM).
-- teacher forcing (soft_attention): one sample is one whole caption, the targets are the caption
-  shifted by one, and the loss is masked on padding (`masked_crossentropy`).
+- teacher forcing (soft_attention): one sample is one image with all its whole captions, the
+  targets are the captions shifted by one, and the loss is masked on padding (`masked_crossentropy`).
 """
 
 from __future__ import annotations
@@ -51,25 +51,32 @@ def prefix_pairs(sequences, image_rows, features, batch_size: int, seed: int, sh
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def caption_batches(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True):
-    """A tf.data pipeline of ((features, tokens), targets) batches for teacher forcing.
+def image_caption_batches(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True):
+    """A tf.data pipeline of ((features, tokens), targets) batches for teacher forcing, grouped by image.
 
-    tokens are the whole zero-padded caption (n, max_length); targets are the same caption shifted
-    left by one (targets[t] = tokens[t + 1], the last position 0), so the model's output at position
-    t is trained to be the word after tokens[0..t]. Padding targets (0) are masked by the loss.
-    Features (float16 grid or float32 vectors) are gathered per batch from one shared table, or read
-    per batch from disk when `features` is a FeatureStore.
+    One sample is one image with all its captions: features (n, ...) and tokens (n, k, max_length),
+    k the most captions any image has (an image with fewer gets empty captions, which the masked
+    loss ignores). targets are the captions shifted left by one (targets[t] = tokens[t + 1], the
+    last position 0), so the output at position t is trained to be the word after tokens[0..t].
+    `batch_size` counts captions, so a batch holds batch_size // k images. Features (float16 grid
+    or float32 vectors) are gathered per batch from one shared table, or read per batch from disk
+    when `features` is a FeatureStore.
     """
     lookup = feature_lookup(features)
-    sequences = sequences.astype(np.int32)
-    targets = np.zeros_like(sequences)
-    targets[:, :-1] = sequences[:, 1:]
-    ds = tf.data.Dataset.from_tensor_slices((image_rows.astype(np.int32), sequences, targets))
+    images, caption_image = np.unique(image_rows, return_inverse=True)
+    order = np.argsort(caption_image, kind="stable")  # captions of each image together, in order
+    counts = np.bincount(caption_image)
+    slot = np.empty(len(order), dtype=np.int64)
+    slot[order] = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)  # k-th caption of its image
+    tokens = np.zeros((len(images), counts.max(), sequences.shape[1]), dtype=np.int32)
+    tokens[caption_image, slot] = sequences
+    targets = np.zeros_like(tokens)
+    targets[:, :, :-1] = tokens[:, :, 1:]
+    ds = tf.data.Dataset.from_tensor_slices((images.astype(np.int32), tokens, targets))
     if shuffle:
-        ds = ds.shuffle(len(sequences), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    ds = ds.map(lambda r, s, t: ((lookup(r), s), t),
-                num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(max(1, batch_size // counts.max()))
+    ds = ds.map(lambda r, s, t: ((lookup(r), s), t), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -20,7 +20,7 @@ from captioning.decoding import greedy_decode
 from captioning.feature_store import FeatureStore, feature_batches
 from captioning.io import DataError, atomic_path
 from captioning.metrics import bleu
-from captioning.models.base import Architecture
+from captioning.models.base import Architecture, feature_norm
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,14 @@ def fit(model: keras.Model, arch: Architecture, train_ds, val_ds, config: TrainC
     """Adam + the architecture's loss; early stopping on `config.early_stopping` restores the best
     weights (`callbacks` must then provide val_bleu4).
 
+    Fits the architecture's trainer when it has one (the same layers, taking its batches' shape), so
+    `model`, the one saved and decoded with, ends with the trained weights either way.
     Returns the per-epoch history (loss, val_loss, accuracy, val_accuracy, lr, epoch_seconds).
     """
+    if arch.trainer is not None:
+        model = arch.trainer(model)
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            distribute.fit_multi_worker_with_keras3(model)
     model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=arch.loss, metrics=arch.metrics)
     stop = keras.callbacks.EarlyStopping(monitor=config.early_stopping, patience=config.patience,
                                          mode="min" if config.early_stopping == "val_loss" else "max",
@@ -128,7 +134,7 @@ def adapt_features(model: keras.Model, features: np.ndarray, batch_size: int = 6
     contribute; channels that do vary are unchanged. Batches keep the float32 copy small when
     features are a float16 grid.
     """
-    norm = model.get_layer("feature_norm")
+    norm = feature_norm(model)
     if features.ndim == 2:  # one vector per image: small enough to adapt in one go
         norm.adapt(features)
     else:
@@ -139,7 +145,7 @@ def adapt_features(model: keras.Model, features: np.ndarray, batch_size: int = 6
 def adapt_features_streamed(model: keras.Model, store, rows: np.ndarray, batch_size: int = 256) -> None:
     """`adapt_features` for a feature_store.FeatureStore: these rows are read from disk a batch at a
     time, so memory holds one batch, never every training image."""
-    norm = model.get_layer("feature_norm")
+    norm = feature_norm(model)
     norm.adapt(feature_batches(store, rows, batch_size))
     floor_variance(norm)
 

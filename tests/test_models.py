@@ -126,19 +126,40 @@ def test_soft_attention_survives_save_and_load(tmp_path):
 @pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
 def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     """Both architectures read a grid through the trainable conv region encoder: one training step
-    changes its weights, and the saved model predicts exactly as before."""
+    (through the architecture's trainer, when it has one) changes its weights."""
     arch = models.get(name)
     model = arch.build(20, 6, (16, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=1.0,
                        region_kernel=3)
-    assert model.get_layer("region_conv").kernel.shape == (3, 3, 16, 16)
+    region_conv = model.get_layer("image_encoder").get_layer("region_conv")
+    assert region_conv.kernel.shape == (3, 3, 16, 16)
     rng = np.random.default_rng(4)
     feats = rng.normal(size=(8, 16, 12)).astype("float16")
     seqs = np.tile(TOKENS[2], (8, 1))
-    before = model.get_layer("region_conv").get_weights()[0].copy()
-    model.compile(optimizer="adam", loss=arch.loss)
-    model.fit(arch.batches(seqs, np.arange(8, dtype=np.int32), feats, 4, seed=0), epochs=1, verbose=0)
-    assert not np.allclose(model.get_layer("region_conv").get_weights()[0], before)
+    before = region_conv.get_weights()[0].copy()
+    trainee = arch.trainer(model) if arch.trainer else model
+    trainee.compile(optimizer="adam", loss=arch.loss)
+    trainee.fit(arch.batches(seqs, np.arange(8, dtype=np.int32) // 2, feats, 4, seed=0), epochs=1, verbose=0)
+    assert not np.allclose(region_conv.get_weights()[0], before)
     model.save(tmp_path / "m.keras")
     loaded = models.load_model(tmp_path / "m.keras")
     inputs = [feats[:2].astype("float32"), TOKENS[:2]]
     np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(model(inputs)), rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_training_model_equals_the_model_caption_by_caption():
+    """soft_attention trains on every caption of an image at once (the region encoder runs once per
+    image): its output for each caption is exactly the model's for that caption alone."""
+    model = small_attention(6)
+    feats = np.random.default_rng(5).normal(size=(2, 4, 12)).astype("float32")
+    tokens = np.stack([TOKENS[:2], TOKENS[1:3]])  # (2 images, 2 captions, 6)
+    grouped = soft_attention.grouped(model)([feats, tokens])
+    assert grouped.shape == (2, 2, 6, 20)
+    alone = model([np.repeat(feats, 2, axis=0), tokens.reshape(4, 6)])
+    np.testing.assert_allclose(np.asarray(grouped).reshape(4, 6, 20), np.asarray(alone), atol=1e-6)
+
+
+def test_regulariser_ignores_empty_captions():
+    """Grouped batches pad images with fewer captions with empty ones; they are not penalised."""
+    tokens = np.array([[2, 5, 3, 0], [0, 0, 0, 0]], dtype="int32")
+    half = np.full((2, 4, 2), 0.5, dtype="float32")
+    assert float(attention_regulariser(half, tokens)) == 0.0

@@ -3,30 +3,35 @@
 import numpy as np
 import pytest
 
-from captioning.samples import caption_batches, masked_crossentropy, prefix_pairs
+from captioning.samples import image_caption_batches, masked_crossentropy, prefix_pairs
 
 SEQS = np.array([[2, 5, 6, 3, 0], [2, 7, 3, 0, 0], [2, 8, 9, 10, 3]], dtype=np.int32)
 ROWS = np.array([1, 0, 1], dtype=np.int32)
 
 
-def test_caption_batches_shift_targets_and_gather_grid_features():
+def test_image_caption_batches_group_captions_by_image_and_shift_targets():
     feats = np.arange(2 * 3 * 4, dtype=np.float16).reshape(2, 3, 4)  # 2 images, 3 regions, 4 dims
-    (batch_feats, tokens), targets = next(iter(caption_batches(SEQS, ROWS, feats, 8, seed=0, shuffle=False)))
-    assert batch_feats.dtype.name == "float32" and batch_feats.shape == (3, 3, 4)
-    np.testing.assert_array_equal(batch_feats.numpy(), feats[ROWS].astype(np.float32))
-    np.testing.assert_array_equal(tokens.numpy(), SEQS)  # whole captions, one sample each
-    np.testing.assert_array_equal(targets.numpy(), [[5, 6, 3, 0, 0], [7, 3, 0, 0, 0], [8, 9, 10, 3, 0]])
+    (batch_feats, tokens), targets = next(iter(image_caption_batches(SEQS, ROWS, feats, 8, seed=0, shuffle=False)))
+    assert batch_feats.dtype.name == "float32" and batch_feats.shape == (2, 3, 4)  # one sample per image
+    np.testing.assert_array_equal(batch_feats.numpy(), feats.astype(np.float32))
+    # Image 0 has one caption, image 1 two (in their order); the missing one is empty.
+    np.testing.assert_array_equal(tokens.numpy(), [[SEQS[1], np.zeros(5)], [SEQS[0], SEQS[2]]])
+    np.testing.assert_array_equal(targets.numpy(), [[[7, 3, 0, 0, 0], [0, 0, 0, 0, 0]],
+                                                    [[5, 6, 3, 0, 0], [8, 9, 10, 3, 0]]])
 
 
-def test_caption_batches_shuffle_is_seeded_and_keeps_pairs():
-    feats = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)
-    first = [(f.numpy(), t.numpy()) for (f, t), _ in caption_batches(SEQS, ROWS, feats, 2, seed=3)]
-    again = [(f.numpy(), t.numpy()) for (f, t), _ in caption_batches(SEQS, ROWS, feats, 2, seed=3)]
+def test_image_caption_batches_count_captions_and_shuffle_by_seed():
+    feats = np.arange(3 * 4, dtype=np.float32).reshape(3, 4)
+    seqs, rows = np.tile(SEQS, (2, 1)), np.array([0, 1, 2, 0, 1, 2], dtype=np.int32)  # 2 captions each
+    first = [(f.numpy(), t.numpy()) for (f, t), _ in image_caption_batches(seqs, rows, feats, 4, seed=3)]
+    again = [(f.numpy(), t.numpy()) for (f, t), _ in image_caption_batches(seqs, rows, feats, 4, seed=3)]
+    assert [len(f) for f, _ in first] == [2, 1]  # batch_size 4 captions = 2 images of 2 captions
     for (f, t), (f2, t2) in zip(first, again):
+        np.testing.assert_array_equal(f, f2)
         np.testing.assert_array_equal(t, t2)
-    by_caption = {tuple(row): f for fs, ts in first for f, row in zip(fs, ts)}
-    for seq, row in zip(SEQS, ROWS):
-        np.testing.assert_array_equal(by_caption[tuple(seq)], feats[row])
+    by_image = {int(row): caps for fs, ts in first for row, caps in zip(fs[:, 0] // 4, ts)}
+    for row in range(3):
+        np.testing.assert_array_equal(by_image[row], seqs[rows == row])
 
 
 def test_masked_crossentropy_ignores_padding_targets():
@@ -38,8 +43,8 @@ def test_masked_crossentropy_ignores_padding_targets():
     assert float(masked_crossentropy(targets, probs)) == pytest.approx(np.log(3), rel=1e-5)
 
 
-def test_one_caption_is_one_sample_but_many_prefix_pairs():
+def test_one_image_is_one_sample_but_many_prefix_pairs():
     feats = np.zeros((2, 4), dtype=np.float32)
-    captions = sum(len(t) for _, t in caption_batches(SEQS, ROWS, feats, 2, seed=0, shuffle=False))
+    images = sum(len(t) for _, t in image_caption_batches(SEQS, ROWS, feats, 2, seed=0, shuffle=False))
     pairs = sum(len(t) for _, t in prefix_pairs(SEQS, ROWS, feats, 2, seed=0, shuffle=False))
-    assert captions == 3 and pairs == 3 + 2 + 4
+    assert images == 2 and pairs == 3 + 2 + 4

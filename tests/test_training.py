@@ -3,6 +3,7 @@
 import numpy as np
 
 from captioning.models import load_model, merge_bilstm
+from captioning.models.base import feature_norm
 from captioning.training import VARIANCE_FLOOR, adapt_features
 
 
@@ -14,12 +15,12 @@ def test_normalisation_floors_near_constant_channels(tmp_path):
     feats[:, 0] = 1.0  # constant in training: variance 0
     model = merge_bilstm.build(20, 5, (6,), units=8, embedding_dim=4, dropout=0.0)
     adapt_features(model, feats)
-    norm = model.get_layer("feature_norm")
+    norm = feature_norm(model)
     variance = np.asarray(norm.variance).ravel()
     np.testing.assert_allclose(variance[0], VARIANCE_FLOOR * feats.var(axis=0).mean(), rtol=1e-4)
     np.testing.assert_allclose(variance[1:], feats[:, 1:].var(axis=0), rtol=1e-4)  # the others untouched
     odd = np.array([[5.0, 5, 5, 5, 5, 5]], dtype="float32")  # channel 0 is 4 above its training value
     assert abs(float(np.asarray(norm(odd))[0, 0])) < 10  # 4 / sqrt(~0.31); unfloored, 4 / 1e-7
     model.save(tmp_path / "m.keras")
-    loaded = load_model(tmp_path / "m.keras").get_layer("feature_norm")
+    loaded = feature_norm(load_model(tmp_path / "m.keras"))
     np.testing.assert_allclose(np.asarray(loaded.variance).ravel(), variance)

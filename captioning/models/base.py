@@ -7,7 +7,9 @@ training and decoding ask it instead of comparing names:
   - `batches`: its tf.data training pipeline (prefix pairs, or whole captions for teacher forcing);
   - `loss` and `metrics` to compile with, and `count_samples` (training samples per epoch);
   - `next_word`: where one decoding step's next-word probabilities sit in the model's output;
-  - `attention`, for models that attend to image regions: the same layers returning the weights.
+  - `attention`, for models that attend to image regions: the same layers returning the weights;
+  - `trainer`, for models whose training batches are shaped differently from decoding's (several
+    captions per image): the same layers, taking what `batches` yields.
 """
 
 from __future__ import annotations
@@ -32,26 +34,36 @@ class Architecture:
     count_samples: Callable[[np.ndarray], int]  # padded captions -> training samples per epoch
     next_word: Callable[[np.ndarray, int], np.ndarray]  # (model output, step) -> (n, vocab) probabilities
     attention: Callable[[keras.Model], keras.Model] | None = None  # model -> its attention weights, if any
+    trainer: Callable[[keras.Model], keras.Model] | None = None  # model -> the model `batches` trains, if not itself
 
 
-def feature_encoder(features, units: int, dropout: float, region_kernel: int = 3):
+def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, region_kernel: int = 3) -> keras.Model:
     """Frozen ResNet50 features -> normalised, regularised, `units` wide: one vector per image in,
     one vector out; regions (n, R, C) of a square grid in, R encoded regions out.
 
-    Normalisation first: ResNet50 activations (random or ImageNet) have wildly different scales.
-    The Normalization layer is named feature_norm so training can adapt it on the training images.
-    Regions pass a small trainable conv block (1x1, then region_kernel x region_kernel over the
-    grid): a shape that spans several cells is read from its neighbourhood, not one cell at a time.
+    A sub-model named image_encoder, so training can run it once per image and share the result
+    between that image's captions (see soft_attention.grouped) while decoding calls it as part of
+    the whole model. Normalisation first: ResNet50 activations (random or ImageNet) have wildly
+    different scales; the Normalization layer is named feature_norm so training can adapt it on the
+    training images (`feature_norm`). Regions pass a small trainable conv block (1x1, then
+    region_kernel x region_kernel over the grid): a shape that spans several cells is read from its
+    neighbourhood, not one cell at a time.
     """
+    features = keras.Input(shape=tuple(feature_shape), name="features")
     x = layers.Normalization(axis=-1, name="feature_norm")(features)
     x = layers.Dropout(dropout)(x)
-    if len(features.shape) == 2:
-        return layers.Dense(units, activation="relu", name="encoder")(x)
-    regions, channels = features.shape[1], features.shape[2]
+    if len(feature_shape) == 1:
+        return keras.Model(features, layers.Dense(units, activation="relu", name="encoder")(x), name="image_encoder")
+    regions, channels = feature_shape
     side = math.isqrt(regions)
     if side * side != regions:
         raise ValueError(f"{regions} regions are not a square grid")
     x = layers.Reshape((side, side, channels))(x)
     x = layers.Conv2D(units, 1, activation="relu", name="region_mix")(x)
     x = layers.Conv2D(units, region_kernel, padding="same", activation="relu", name="region_conv")(x)
-    return layers.Reshape((regions, units), name="encoder")(x)
+    return keras.Model(features, layers.Reshape((regions, units), name="encoder")(x), name="image_encoder")
+
+
+def feature_norm(model: keras.Model) -> layers.Normalization:
+    """The model's feature Normalization layer (inside its image_encoder)."""
+    return model.get_layer("image_encoder").get_layer("feature_norm")

@@ -2,7 +2,7 @@
 attends over its word states, and a dense layer predicts the next word.
 
     image features (C) -> normalise -> dropout -> dense  ........ the image, in the decoder's width
-      or region features (R, C) -> region encoder (base.feature_encoder) -> max over regions
+      or region features (R, C) -> region encoder (base.image_encoder) -> max over regions
     caption prefix (max_length ids) -> embedding -> dropout -> bidirectional LSTM (one state per word)
     dot-product attention: the image queries the word states (padded steps masked out)
     [attended context, image, final LSTM states] -> dense -> softmax over the vocabulary = next word
@@ -16,7 +16,7 @@ import keras
 from keras import layers
 
 from captioning.io import DataError
-from captioning.models.base import Architecture, feature_encoder
+from captioning.models.base import Architecture, image_encoder
 from captioning.samples import count_pairs, prefix_pairs
 
 
@@ -28,7 +28,7 @@ def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, u
                         f"the features are {tuple(feature_shape)}: set features.pooling to avg, max or grid")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     prefix = keras.Input(shape=(max_length,), dtype="int32", name="prefix")
-    image = feature_encoder(features, units, dropout, region_kernel)
+    image = image_encoder(feature_shape, units, dropout, region_kernel)(features)
     if len(feature_shape) == 2:  # the strongest response of each encoded channel, wherever it is
         image = layers.GlobalMaxPooling1D(name="region_max")(image)
 

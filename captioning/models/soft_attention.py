@@ -1,6 +1,6 @@
 """soft_attention (Show, Attend and Tell): an LSTM decoder that looks at another image region for each word.
 
-    region features (R, C) -> normalise -> dropout -> conv block ...... R encoded regions (base.feature_encoder)
+    region features (R, C) -> normalise -> dropout -> conv block ...... R encoded regions (base.image_encoder)
     mean region -> dense(tanh) x2 ..................................... initial LSTM h, c
     every step t:  alpha_t = softmax(v . tanh(W regions + U h))        additive (Bahdanau) attention
                    context = sigmoid(w . h) * sum_r alpha_t[r] region   the gating scalar beta
@@ -9,6 +9,8 @@
 
 Unlike merge_bilstm, one sample is one whole caption (teacher forcing): the model reads tokens
 0..T-1 and predicts tokens 1..T at once, so the prediction for step t sits at position t-1.
+Training feeds every caption of an image together (`grouped`): the region encoder, most of the
+compute, then runs once per image instead of once per caption (5x less on 5-caption datasets).
 The doubly stochastic regulariser lambda * sum_r (1 - sum_t alpha_t[r])^2 (over the steps that
 produce a word) pushes the decoder to look at every region at some point of the caption.
 
@@ -23,8 +25,8 @@ import keras
 from keras import layers, ops
 
 from captioning.io import DataError
-from captioning.models.base import Architecture, feature_encoder
-from captioning.samples import caption_batches, masked_accuracy, masked_crossentropy
+from captioning.models.base import Architecture, image_encoder
+from captioning.samples import image_caption_batches, masked_accuracy, masked_crossentropy
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -102,7 +104,10 @@ def attention_regulariser(alphas, tokens):
     produces = ops.cast(ops.not_equal(tokens[:, 1:], 0), alphas.dtype)
     produces = ops.pad(produces, [[0, 0], [0, 1]])  # the last step never produces a target
     coverage = ops.sum(alphas * ops.expand_dims(produces, -1), axis=1)  # (n, R)
-    return ops.mean(ops.sum(ops.square(1.0 - coverage), axis=-1))
+    # Empty captions (padding rows of grouped training batches) produce nothing and are not counted.
+    real = ops.cast(ops.any(ops.not_equal(tokens, 0), axis=1), alphas.dtype)
+    penalty = ops.sum(ops.square(1.0 - coverage), axis=-1) * real
+    return ops.sum(penalty) / ops.maximum(ops.sum(real), 1.0)
 
 
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
@@ -114,12 +119,52 @@ def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, u
                         f"{tuple(feature_shape)}: set features.pooling=grid")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = feature_encoder(features, units, dropout, region_kernel)
+    regions = image_encoder(feature_shape, units, dropout, region_kernel)(features)
     words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
-    words = layers.Dropout(dropout)(words)
+    words = layers.Dropout(dropout, name="word_dropout")(words)
     probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, name="decoder")(
         [regions, words, tokens])
     return keras.Model([features, tokens], probs, name="soft_attention")
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class PerCaption(layers.Layer):
+    """[regions (n, R, d), tokens (n, k, T)] -> (regions (n*k, R, d), tokens (n*k, T)): each image's
+    encoded regions repeated once per caption, the captions flattened alongside."""
+
+    def call(self, inputs):
+        regions, tokens = inputs
+        return ops.repeat(regions, ops.shape(tokens)[1], axis=0), ops.reshape(tokens, (-1, tokens.shape[-1]))
+
+    def compute_output_spec(self, inputs):
+        regions, tokens = inputs
+        return (keras.KerasTensor((None, *regions.shape[1:]), dtype=regions.dtype),
+                keras.KerasTensor((None, tokens.shape[-1]), dtype=tokens.dtype))
+
+
+@keras.saving.register_keras_serializable(package="captioning")
+class PerImage(layers.Layer):
+    """[probs (n*k, T, V), tokens (n, k, T)] -> probs (n, k, T, V): PerCaption's grouping undone."""
+
+    def call(self, inputs):
+        probs, tokens = inputs
+        return ops.reshape(probs, (-1, ops.shape(tokens)[1], *probs.shape[1:]))
+
+    def compute_output_spec(self, inputs):
+        probs, tokens = inputs
+        return keras.KerasTensor((None, tokens.shape[1], *probs.shape[1:]), dtype=probs.dtype)
+
+
+def grouped(model: keras.Model) -> keras.Model:
+    """The same layers, trained on every caption of an image at once (image_caption_batches):
+    [features (n, R, C), tokens (n, k, max_length)] -> next-word probs (n, k, max_length, V).
+    The region encoder runs once per image; the decoder sees each caption as the model does."""
+    features = keras.Input(shape=model.inputs[0].shape[1:], name="features")
+    tokens = keras.Input(shape=(None, model.inputs[1].shape[1]), dtype="int32", name="tokens")
+    regions, flat = PerCaption(name="per_caption")([model.get_layer("image_encoder")(features), tokens])
+    words = model.get_layer("word_dropout")(model.get_layer("embedding")(flat))
+    probs, _ = model.get_layer("decoder")([regions, words, flat])
+    return keras.Model([features, tokens], PerImage(name="per_image")([probs, tokens]), name="soft_attention_grouped")
 
 
 def attention_model(model: keras.Model) -> keras.Model:
@@ -128,7 +173,7 @@ def attention_model(model: keras.Model) -> keras.Model:
 
 
 ARCHITECTURE = Architecture(
-    name="soft_attention", build=build, batches=caption_batches,
+    name="soft_attention", build=build, batches=image_caption_batches, trainer=grouped,
     loss=masked_crossentropy, metrics=[masked_accuracy], count_samples=len,
     next_word=lambda probs, step: probs[:, step - 1],  # teacher-forced: step t's word sits at t - 1
     attention=attention_model)
