@@ -1,6 +1,9 @@
-"""Image features: a frozen ResNet50 turns every image into one 2048-d vector (pooling "avg"), or
-into its last feature map, one 2048-d vector per region (pooling "grid": 7x7 = 49 regions at 224 px,
-stored as float16 to halve disk and RAM), for a decoder that attends to places.
+"""Image features: a frozen ResNet50, cut at `layer`, turns every image into one vector (pooling
+"avg"/"max"), or into a feature map, one vector per region (pooling "grid", stored as float16 to
+halve disk and RAM), for a decoder that attends to places. ImageNet users keep the last block
+(7x7x2048 at 224 px); the offline default keeps conv3 (28x28x512, max-pooled to 14x14 regions),
+because a randomly initialised ResNet50 still carries shape there and loses it in its later blocks
+(`python -m benchmarks.encoder_probe`).
 
 Images are decoded and resized by Pillow inside a `tf.data` pipeline that runs ahead of the model,
 so decoding overlaps with the (much slower) forward pass. A bad image (corrupt, truncated, not an
@@ -99,6 +102,7 @@ class EncoderSpec:
     seed: int = 0
     layer: str = LAST_LAYER  # the ResNet50 output kept; earlier blocks keep finer grids (conv4: 14x14 at 224 px)
     precision: str = "float32"  # float32 | bfloat16: the forward pass's compute dtype (weights stay float32)
+    grid_side: int | None = None  # grid: finer maps are max-pooled to at most this many regions per side
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -108,7 +112,7 @@ class EncoderSpec:
 
     def to_json(self) -> dict:
         return {"weights": self.weights, "image_size": self.image_size, "pooling": self.pooling,
-                "seed": self.seed, "layer": self.layer, "precision": self.precision}
+                "seed": self.seed, "layer": self.layer, "precision": self.precision, "grid_side": self.grid_side}
 
 
 # Keras dtype policy per features.precision. bfloat16 computes in bfloat16 with float32 weights
@@ -139,9 +143,14 @@ def _resnet50(spec: EncoderSpec, weights: str | None) -> keras.Model:
     except ValueError:
         raise DataError(f"features.layer={spec.layer!r}: not a ResNet50 layer; use e.g. conv3_block4_out, "
                         f"conv4_block6_out or {LAST_LAYER}") from None
-    pooled = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
-    out = pooled[pooling](name=f"{pooling}_pool")(maps) if pooling else maps
-    return keras.Model(base.input, out, name=f"resnet50_{spec.layer}")
+    if pooling:
+        pooled = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+        maps = pooled[pooling](name=f"{pooling}_pool")(maps)
+    elif spec.grid_side and maps.shape[1] > spec.grid_side:
+        # conv3 at 224 px is 28x28: each 2x2 block's strongest response keeps the local shape cues
+        # while the decoder attends over 196 regions, not 784.
+        maps = keras.layers.MaxPooling2D(maps.shape[1] // spec.grid_side, name="grid_pool")(maps)
+    return keras.Model(base.input, maps, name=f"resnet50_{spec.layer}")
 
 
 def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) -> keras.Model:

@@ -31,7 +31,8 @@ def main() -> None:
 
     cfg = load_params()["features"]
     spec = features.EncoderSpec(weights=str(cfg["weights"]), image_size=cfg["image_size"], pooling=cfg["pooling"],
-                                seed=cfg["seed"], layer=cfg["layer"], precision=cfg["precision"])
+                                seed=cfg["seed"], layer=cfg["layer"], precision=cfg["precision"],
+                                grid_side=cfg["grid_side"])
     encoder = features.build_encoder(spec)
     if args.merge is not None:
         rows, skipped = feature_store.merge_stores([shard_dir(i, args.merge) for i in range(args.merge)], OUT)

@@ -71,6 +71,11 @@ TINY = {
     "data.shapes.holdout_images": 6,
     "features.image_size": 64,
     "features.batch_size": 16,
+    # merge_bilstm on pooled last-block vectors, the original design (the default is soft_attention
+    # on a region grid: ATTENTION below).
+    "features.layer": "conv5_block3_out",
+    "features.pooling": "avg",
+    "model.architecture": "merge_bilstm",
     "model.units": 32,
     "model.embedding_dim": 16,
     "train.epochs": 2,
@@ -176,8 +181,10 @@ def copy_of(repo: Path, dest: Path) -> Path:
     return dest
 
 
-# soft_attention on grid features (2x2 regions at 64 px), with held-out pairs.
-ATTENTION = {**TINY, "features.pooling": "grid", "model.architecture": "soft_attention",
+# The default architecture and features, tiny: soft_attention on conv3 grids (8x8 at 64 px, pooled to
+# 4x4 regions), with held-out pairs.
+ATTENTION = {**TINY, "features.layer": "conv3_block4_out", "features.pooling": "grid", "features.grid_side": 4,
+             "model.architecture": "soft_attention",
              "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",
              "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
              "data.shapes.holdout_images": 6}

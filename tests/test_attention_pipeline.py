@@ -1,4 +1,4 @@
-"""End to end: tiny `dvc repro` with soft_attention on grid features (2x2 regions at 64 px)."""
+"""End to end: tiny `dvc repro` with the default soft_attention on conv3 grid features (4x4 regions at 64 px)."""
 
 import json
 import os
@@ -17,7 +17,7 @@ HELD_OUT = {tuple(pair) for pair in ATTENTION["data.shapes.holdout"]}
 
 def test_grid_features_are_float16_regions(attention_repo):
     feats = np.load(attention_repo / "data/features/features.npy")
-    assert feats.dtype == np.float16 and feats.shape[1:] == (4, 2048)  # 64 px / 32 = a 2x2 grid
+    assert feats.dtype == np.float16 and feats.shape[1:] == (16, 512)  # conv3: 64 px / 8 = 8x8, pooled to 4x4
 
 
 def test_repro_scores_and_draws_attention(attention_repo):

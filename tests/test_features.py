@@ -100,6 +100,17 @@ def test_layer_switch_keeps_that_layers_output(layer, pooling, shape):
     assert encoder.output_shape[1:] == shape
 
 
+def test_finer_grids_are_max_pooled_to_grid_side():
+    spec = EncoderSpec(weights="none", image_size=64, pooling="grid", seed=1, layer="conv3_block4_out", grid_side=4)
+    pooled, full = build_encoder(spec), build_encoder(EncoderSpec(**{**spec.to_json(), "grid_side": None}))
+    assert pooled.output_shape[1:] == (4, 4, 512)
+    images = np.random.default_rng(1).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    maps = np.asarray(full(images))[0]  # 8x8: every pooled cell is the max of its 2x2 block
+    np.testing.assert_allclose(np.asarray(pooled(images))[0], maps.reshape(4, 2, 4, 2, 512).max(axis=(1, 3)))
+    coarse = EncoderSpec(weights="none", image_size=64, pooling="grid", seed=1, layer="conv4_block6_out", grid_side=14)
+    assert build_encoder(coarse).output_shape[1:] == (4, 4, 1024)  # already coarser: unchanged
+
+
 def test_cut_encoder_is_the_same_network_up_to_its_layer(tmp_path):
     """Cutting at conv4 keeps the seeded random weights of the whole network's first blocks, and the
     saved cut encoder reloads bit for bit."""

@@ -195,10 +195,10 @@ def test_soft_attention_answers_carry_each_words_attention(attention_repo, odd_i
         answer = post_raw(http, url, odd_inputs["jpeg"].read_bytes()).json()
         plain = post_raw(http, url, odd_inputs["jpeg"].read_bytes(), attention="false").json()
     attention = answer["attention"]
-    assert attention["grid"] == 2  # 64 px / 32 = a 2x2 grid of regions
+    assert attention["grid"] == 4  # conv3 at 64 px: 8x8, max-pooled to a 4x4 grid of regions
     assert len(attention["weights"]) == len(answer["words"]) > 0
     for weights in attention["weights"]:
-        assert len(weights) == 4 and abs(sum(weights) - 1) < 0.01  # a softmax over the regions
+        assert len(weights) == 16 and abs(sum(weights) - 1) < 0.01  # a softmax over the regions
     assert plain["attention"] is None and plain["caption"] == answer["caption"]
 
 
