@@ -5,7 +5,7 @@
     every step t:  alpha_t = softmax(v . tanh(W regions + U h))        additive (Bahdanau) attention
                    context = sigmoid(w . h) * sum_r alpha_t[r] region   the gating scalar beta
                    h, c = LSTM([word_t, context], h, c)
-                   p(word_t+1) = softmax(dense(dropout([h, context])))
+                   p(word_t+1) = softmax(dense(dropout([h, context, word_t])))   the "deep output"
 
 Unlike merge_bilstm, one sample is one whole caption (teacher forcing): the model reads tokens
 0..T-1 and predicts tokens 1..T at once, so the prediction for step t sits at position t-1.
@@ -61,7 +61,7 @@ class AttentionDecoder(layers.Layer):
         self.score.build((None, None, self.attention_units))
         self.gate.build((None, self.units))
         self.cell.build((None, embedding_dim + region_dim))
-        self.logits.build((None, self.units + region_dim))
+        self.logits.build((None, self.units + region_dim + embedding_dim))
 
     def call(self, inputs, training=False):
         regions, words, tokens = inputs
@@ -74,7 +74,10 @@ class AttentionDecoder(layers.Layer):
             alpha = ops.softmax(scores, axis=-1)
             context = self.gate(h) * ops.sum(ops.expand_dims(alpha, -1) * regions, axis=1)
             h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
-            out = self.drop(ops.concatenate([h, context], axis=-1), training=training)
+            # The word just read goes straight to the output too (the paper's deep output layer): the
+            # decoder knows what it last said, so an image unlike any in training (a blank one) cannot
+            # lock it into saying the same word again and again.
+            out = self.drop(ops.concatenate([h, context, words[:, t]], axis=-1), training=training)
             probs.append(ops.softmax(self.logits(out), axis=-1))
             alphas.append(alpha)
         probs, alphas = ops.stack(probs, axis=1), ops.stack(alphas, axis=1)
