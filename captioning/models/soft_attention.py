@@ -9,8 +9,8 @@
 
 Unlike merge_bilstm, one sample is one whole caption (teacher forcing): the model reads tokens
 0..T-1 and predicts tokens 1..T at once, so the prediction for step t sits at position t-1.
-Training feeds every caption of an image together (`grouped`): the region encoder, most of the
-compute, then runs once per image instead of once per caption (5x less on 5-caption datasets).
+Training feeds every caption of an image together (`grouped`): the region encoder then runs once
+per image instead of once per caption (a 64-caption step went from 678 to 384 ms on conv4 grids).
 The doubly stochastic regulariser lambda * sum_r (1 - sum_t alpha_t[r])^2 (over the steps that
 produce a word) pushes the decoder to look at every region at some point of the caption.
 
@@ -74,9 +74,8 @@ class AttentionDecoder(layers.Layer):
             alpha = ops.softmax(scores, axis=-1)
             context = self.gate(h) * ops.sum(ops.expand_dims(alpha, -1) * regions, axis=1)
             h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
-            # The word just read goes straight to the output too (the paper's deep output layer): the
-            # decoder knows what it last said, so an image unlike any in training (a blank one) cannot
-            # lock it into saying the same word again and again.
+            # The word just read goes straight to the output too (the paper's deep output layer), so
+            # the next word depends on the last one directly, not only through the LSTM state.
             out = self.drop(ops.concatenate([h, context, words[:, t]], axis=-1), training=training)
             probs.append(ops.softmax(self.logits(out), axis=-1))
             alphas.append(alpha)
