@@ -126,7 +126,8 @@ def test_soft_attention_survives_save_and_load(tmp_path):
 @pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
 def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     """Both architectures read a grid through the trainable conv region encoder: one training step
-    (through the architecture's trainer, when it has one) changes its weights."""
+    (through the architecture's trainer, when it has one) changes its weights, and the saved model
+    predicts exactly as before."""
     arch = models.get(name)
     model = arch.build(20, 6, (16, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=1.0,
                        region_kernel=3)
