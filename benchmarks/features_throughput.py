@@ -5,6 +5,7 @@ least 90% of the images/s of the forward pass alone on random tensors of the sam
 Images: the real Flickr8k samples (224x224 JPEGs) when ../shared is present, and generated shapes.
 
     python benchmarks/features_throughput.py [--images 256] [--batch-size 32] [--image-size 224]
+        [--layer conv3_block4_out --pooling grid --grid-side 14]   (the offline default's encoder)
 """
 
 import argparse
@@ -42,8 +43,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--layer", default="conv3_block4_out")
+    parser.add_argument("--pooling", default="grid")
+    parser.add_argument("--grid-side", type=int, default=14)
     args = parser.parse_args()
-    encoder = build_encoder(EncoderSpec(weights="none", image_size=args.image_size))
+    encoder = build_encoder(EncoderSpec(weights="none", image_size=args.image_size, pooling=args.pooling,
+                                        layer=args.layer, grid_side=args.grid_side))
 
     with tempfile.TemporaryDirectory() as tmp:
         shapes.generate(Path(tmp) / "raw", num_images=args.images, seed=0, progress=False)
@@ -52,9 +57,9 @@ def main() -> None:
             real = sorted(SAMPLES.glob("*.jpg"))
             sets["flickr8k samples (224 px JPEGs)"] = (real * (args.images // len(real) + 1))[: args.images]
         bare = bare_forward(encoder, args.images, args.batch_size, args.image_size)
-        print(f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {args.images} images, "
+        print(f"{args.layer} {args.pooling}, batch {args.batch_size}, {args.image_size}x{args.image_size}, {args.images} images, "
               f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
-        print(f"{'bare ResNet50 forward (random tensors)':40s} {bare:7.1f} img/s")
+        print(f"{'bare forward to the layer (random tensors)':40s} {bare:7.1f} img/s")
         for name, paths in sets.items():
             rate = stage(encoder, paths, args.batch_size, args.image_size)
             print(f"{'features stage, ' + name:40s} {rate:7.1f} img/s  ratio {rate / bare:.2f}")

@@ -58,7 +58,7 @@ def run_one(architecture: str, args) -> dict:
                          lr_schedule="constant", clipnorm=None, early_stopping="val_loss")
     history = fit(model, arch, train, val, config)
     seconds = history["epoch_seconds"][-1]  # the first epoch includes tracing
-    return {"architecture": architecture, "captions": len(seqs), "samples": arch.count_samples(seqs),
+    return {"architecture": architecture, "captions": len(seqs), "steps": arch.steps_per_epoch(seqs, rows, args.batch_size),
             "epoch_seconds": round(seconds, 2),
             "captions_per_s": round(len(seqs) / seconds, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

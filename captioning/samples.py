@@ -75,7 +75,7 @@ def image_caption_batches(sequences, image_rows, features, batch_size: int, seed
     ds = tf.data.Dataset.from_tensor_slices((images.astype(np.int32), tokens, targets))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(max(1, batch_size // counts.max()))
+    ds = ds.batch(images_per_batch(batch_size, counts.max()))
     ds = ds.map(lambda r, s, t: ((lookup(r), s), t), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -97,3 +97,18 @@ def masked_accuracy(targets, probs):
 
 def count_pairs(sequences: np.ndarray) -> int:
     return int(np.maximum((sequences != 0).sum(axis=1) - 1, 0).sum())
+
+
+def prefix_pair_steps(sequences: np.ndarray, image_rows: np.ndarray, batch_size: int) -> int:
+    """Batches per epoch of `prefix_pairs`."""
+    return -(-count_pairs(sequences) // batch_size)
+
+
+def image_caption_steps(sequences: np.ndarray, image_rows: np.ndarray, batch_size: int) -> int:
+    """Batches per epoch of `image_caption_batches`: images, not captions, batch_size // k at a time."""
+    images, counts = np.unique(image_rows, return_counts=True)
+    return -(-len(images) // images_per_batch(batch_size, counts.max()))
+
+
+def images_per_batch(batch_size: int, captions_per_image: int) -> int:
+    return max(1, batch_size // captions_per_image)

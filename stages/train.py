@@ -1,7 +1,6 @@
 """Stage 6: fit the captioning model params.yaml's `model` section names, on the training captions."""
 
 import contextlib
-import math
 import time
 
 import keras
@@ -36,8 +35,8 @@ def main() -> None:
     model = training.build_model(arch, settings, vocab.size, vocab.max_length, feats, train_rows, strategy)
     train_ds = arch.batches(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed)
     val_ds = arch.batches(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)
-    samples = arch.count_samples(train_seqs)
-    print(f"{samples} training samples from {len(train_seqs)} captions, vocabulary {vocab.size}, "
+    steps = arch.steps_per_epoch(train_seqs, train_rows, cfg.batch_size)
+    print(f"{steps} steps per epoch over {len(train_seqs)} captions, vocabulary {vocab.size}, "
           f"strategy {cfg.strategy} ({strategy.num_replicas_in_sync} replicas)")
     callbacks = [tracking.epoch_logger()] if chief else []
     if cfg.early_stopping == "val_bleu4":
@@ -53,7 +52,7 @@ def main() -> None:
     with tracking.train_run(params, data["dataset"], source_url) if chief else contextlib.nullcontext() as mlflow_run:
         start = time.perf_counter()
         with strategy.scope():
-            history = training.fit(model, arch, train_ds, val_ds, cfg, callbacks, math.ceil(samples / cfg.batch_size))
+            history = training.fit(model, arch, train_ds, val_ds, cfg, callbacks, steps)
         seconds = time.perf_counter() - start
         with atomic_path(distribute.output_path("models/model.keras", strategy)) as tmp:
             model.save(tmp)

@@ -147,6 +147,18 @@ def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(model(inputs)), rtol=1e-5, atol=1e-6)
 
 
+def test_encoded_regions_stay_in_range_however_far_out_the_features_are():
+    """A blank white image's features lie up to ~12 standard deviations outside the training range;
+    the region encoder's layer normalisation hands the decoder regions of the usual scale anyway
+    (without it, such an image made the decoder repeat one word)."""
+    encoder = small_attention(6).get_layer("image_encoder")
+    feats = np.random.default_rng(6).normal(size=(2, 4, 12)).astype("float32")
+    for scale in (1.0, 1000.0):
+        regions = np.asarray(encoder(scale * feats))
+        assert np.abs(regions).max() < 2 * np.sqrt(regions.shape[-1])  # a unit-variance vector's bound
+        np.testing.assert_allclose(regions.std(axis=-1), 1.0, atol=0.05)
+
+
 def test_grouped_training_model_equals_the_model_caption_by_caption():
     """soft_attention trains on every caption of an image at once (the region encoder runs once per
     image): its output for each caption is exactly the model's for that caption alone."""

@@ -5,7 +5,7 @@ An `Architecture` says everything the rest of the pipeline needs to know about a
 training and decoding ask it instead of comparing names:
   - `build`: the Keras model, from plain settings and the stored features' shape (which it checks);
   - `batches`: its tf.data training pipeline (prefix pairs, or whole captions for teacher forcing);
-  - `loss` and `metrics` to compile with, and `count_samples` (training samples per epoch);
+  - `loss` and `metrics` to compile with, and `steps_per_epoch` (how many batches `batches` yields);
   - `next_word`: where one decoding step's next-word probabilities sit in the model's output;
   - `attention`, for models that attend to image regions: the same layers returning the weights;
   - `trainer`, for models whose training batches are shaped differently from decoding's (several
@@ -31,7 +31,7 @@ class Architecture:
     batches: Callable[..., Any]  # (sequences, image_rows, features, batch_size, seed, shuffle=True) -> tf.data
     loss: Any
     metrics: list[Any]
-    count_samples: Callable[[np.ndarray], int]  # padded captions -> training samples per epoch
+    steps_per_epoch: Callable[[np.ndarray, np.ndarray, int], int]  # (sequences, image_rows, batch_size) -> batches
     next_word: Callable[[np.ndarray, int], np.ndarray]  # (model output, step) -> (n, vocab) probabilities
     attention: Callable[[keras.Model], keras.Model] | None = None  # model -> its attention weights, if any
     trainer: Callable[[keras.Model], keras.Model] | None = None  # model -> the model `batches` trains, if not itself
@@ -47,7 +47,7 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
     different scales; the Normalization layer is named feature_norm so training can adapt it on the
     training images (`feature_norm`). Regions pass a small trainable conv block (1x1, then
     region_kernel x region_kernel over the grid): a shape that spans several cells is read from its
-    neighbourhood, not one cell at a time.
+    neighbourhood, not one cell at a time. Encoded regions are layer-normalised (region_norm).
     """
     features = keras.Input(shape=tuple(feature_shape), name="features")
     x = layers.Normalization(axis=-1, name="feature_norm")(features)
@@ -61,7 +61,12 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
     x = layers.Reshape((side, side, channels))(x)
     x = layers.Conv2D(units, 1, activation="relu", name="region_mix")(x)
     x = layers.Conv2D(units, region_kernel, padding="same", activation="relu", name="region_conv")(x)
-    return keras.Model(features, layers.Reshape((regions, units), name="encoder")(x), name="image_encoder")
+    x = layers.Reshape((regions, units), name="encoder")(x)
+    # Every encoded region rescaled to zero mean, unit variance: whatever the image, the decoder's
+    # context stays in the range it was trained on. Without it a blank white image (normalised
+    # features up to 11.6 standard deviations out) locked the decoder into "a single single single".
+    x = layers.LayerNormalization(name="region_norm")(x)
+    return keras.Model(features, x, name="image_encoder")
 
 
 def feature_norm(model: keras.Model) -> layers.Normalization:

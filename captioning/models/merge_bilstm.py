@@ -17,7 +17,7 @@ from keras import layers
 
 from captioning.io import DataError
 from captioning.models.base import Architecture, image_encoder
-from captioning.samples import count_pairs, prefix_pairs
+from captioning.samples import prefix_pair_steps, prefix_pairs
 
 
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
@@ -53,5 +53,5 @@ def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, u
 
 ARCHITECTURE = Architecture(
     name="merge_bilstm", build=build, batches=prefix_pairs,
-    loss="sparse_categorical_crossentropy", metrics=["accuracy"], count_samples=count_pairs,
+    loss="sparse_categorical_crossentropy", metrics=["accuracy"], steps_per_epoch=prefix_pair_steps,
     next_word=lambda probs, step: probs)  # the model predicts only the next word

@@ -26,7 +26,7 @@ from keras import layers, ops
 
 from captioning.io import DataError
 from captioning.models.base import Architecture, image_encoder
-from captioning.samples import image_caption_batches, masked_accuracy, masked_crossentropy
+from captioning.samples import image_caption_batches, image_caption_steps, masked_accuracy, masked_crossentropy
 
 
 @keras.saving.register_keras_serializable(package="captioning")
@@ -176,6 +176,6 @@ def attention_model(model: keras.Model) -> keras.Model:
 
 ARCHITECTURE = Architecture(
     name="soft_attention", build=build, batches=image_caption_batches, trainer=grouped,
-    loss=masked_crossentropy, metrics=[masked_accuracy], count_samples=len,
+    loss=masked_crossentropy, metrics=[masked_accuracy], steps_per_epoch=image_caption_steps,
     next_word=lambda probs, step: probs[:, step - 1],  # teacher-forced: step t's word sits at t - 1
     attention=attention_model)
