@@ -37,6 +37,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from captioning.attention_maps import attention_for
 from captioning.captioner import DECODING_FILE, Captioner
 from captioning.decoding import decode
 from captioning.features import ImageTooLarge
@@ -250,7 +251,7 @@ def resolve_model(source: str) -> tuple[Path, dict]:
 # The app
 
 def warm_up(captioner: Captioner, max_batch: int) -> None:
-    """Trace the encoder (and the attention maps), then compile the decoder for every batch shape up
+    """Trace the encoder, then compile the decoder (and its attention twin) for every batch shape up
     to `max_batch` images at the model's beam size, so no request waits for it (decoding pads
     batches to powers of two; XLA takes ~1 s for each)."""
     size = captioner.spec.image_size
@@ -258,8 +259,10 @@ def warm_up(captioner: Captioner, max_batch: int) -> None:
     captioner.caption_arrays(blank, attention=True)
     feats = captioner.features(blank)
     for n in (1 << i for i in range((max_batch - 1).bit_length() + 1)):
-        decode(captioner.model, np.repeat(feats, n, axis=0), captioner.vocab, captioner.beam_size,
-               captioner.length_penalty)
+        batch = np.repeat(feats, n, axis=0)
+        decode(captioner.model, batch, captioner.vocab, captioner.beam_size, captioner.length_penalty)
+        if captioner.has_attention:  # the attention twin is a second compiled graph per batch shape
+            attention_for(captioner.model, batch, captioner.vocab, [[]] * n)
 
 
 def create_app(captioner: Captioner, model_info: dict | None = None, limits: Limits = Limits(),
