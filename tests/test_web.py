@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from captioning.captioner import Captioner
-from captioning.service import background_server, create_app
+from captioning.service import Batching, background_server, create_app
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -83,7 +83,8 @@ def test_page_uploads_an_image_and_shows_its_caption(browser, trained_repo, samp
 def test_page_draws_each_words_attention(browser, attention_repo, sample_images, tmp_path):
     from selenium.webdriver.common.by import By
 
-    with background_server(create_app(Captioner(attention_repo / "models"))) as url:
+    # One request at a time: compile batch shapes 1 and 2 only at start-up.
+    with background_server(create_app(Captioner(attention_repo / "models"), batching=Batching(max_batch=2))) as url:
         answer = httpx.post(f"{url}/caption", content=sample_images[5].read_bytes(),
                             headers={"content-type": "image/jpeg"}, timeout=60).json()
         shown = upload_and_read(browser, url, sample_images[5])
