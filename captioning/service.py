@@ -256,8 +256,7 @@ def warm_up(captioner: Captioner, max_batch: int) -> None:
     batches to powers of two; XLA takes ~1 s for each)."""
     size = captioner.spec.image_size
     blank = np.zeros((1, size, size, 3), np.float32)
-    captioner.caption_arrays(blank, attention=True)
-    feats = captioner.features(blank)
+    feats = captioner.features(blank)  # traces the encoder
     for n in (1 << i for i in range((max_batch - 1).bit_length() + 1)):
         batch = np.repeat(feats, n, axis=0)
         decode(captioner.model, batch, captioner.vocab, captioner.beam_size, captioner.length_penalty)
