@@ -1,6 +1,6 @@
 """soft_attention (Show, Attend and Tell): an LSTM decoder that looks at another image region for each word.
 
-    region features (R, C) -> normalise -> dropout -> conv block ...... R encoded regions (base.image_encoder)
+    region features (R, C) -> normalise -> dropout -> conv block -> layer norm .... R encoded regions (base.image_encoder)
     mean region -> dense(tanh) x2 ..................................... initial LSTM h, c
     every step t:  alpha_t = softmax(v . tanh(W regions + U h))        additive (Bahdanau) attention
                    context = sigmoid(w . h) * sum_r alpha_t[r] region   the gating scalar beta
