@@ -9,6 +9,8 @@ store.
 import base64
 import json
 import os
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,6 +60,19 @@ def test_exp_show_lists_both_experiments_with_bleu(exp_repo):
     assert set(by_epochs) == EPOCHS
     for exp in by_epochs.values():
         assert 0.0 <= exp["metrics"]["metrics/eval.json"]["data"]["bleu4"] <= 1.0
+
+
+def test_seed_spread_gives_mean_and_std_of_the_named_experiments(exp_repo):
+    exps = experiments(exp_repo)
+    bleu4 = [exps[name]["metrics"]["metrics/eval.json"]["data"]["bleu4"] for name in sorted(exps)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "seed_spread.py"), *sorted(exps)], cwd=exp_repo,
+                         env=env, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("bleu4 "))
+    assert line.split()[1:4] == [f"{statistics.fmean(bleu4):.3f}", "+-", f"{statistics.stdev(bleu4):.3f}"]
+    missing = subprocess.run([sys.executable, str(REPO / "scripts" / "seed_spread.py"), "no-such-run"],
+                             cwd=exp_repo, env=env, capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and "'no-such-run' names no run" in missing.stderr
 
 
 def test_each_experiment_is_one_mlflow_run_with_params_epochs_and_artifacts(exp_repo, client, monkeypatch):
