@@ -1,5 +1,6 @@
 """The caption models (captioning/models/): the registry, merge_bilstm and soft_attention."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -151,12 +152,15 @@ def test_encoded_regions_stay_in_range_however_far_out_the_features_are():
     """A blank white image's features lie up to ~12 standard deviations outside the training range;
     the region encoder's layer normalisation hands the decoder regions of the usual scale anyway
     (without it, such an image made the decoder repeat one word)."""
+    keras.utils.set_random_seed(6)
     encoder = small_attention(6).get_layer("image_encoder")
     feats = np.random.default_rng(6).normal(size=(2, 4, 12)).astype("float32")
     for scale in (1.0, 1000.0):
         regions = np.asarray(encoder(scale * feats))
         assert np.abs(regions).max() < 2 * np.sqrt(regions.shape[-1])  # a unit-variance vector's bound
-        np.testing.assert_allclose(regions.std(axis=-1), 1.0, atol=0.05)
+        # std = sqrt(var / (var + epsilon)): just under 1 where a region's activations are small
+        assert np.all(regions.std(axis=-1) <= 1.0 + 1e-3)
+    np.testing.assert_allclose(regions.std(axis=-1), 1.0, atol=1e-3)  # 1000x out: exactly rescaled
 
 
 def test_grouped_training_model_equals_the_model_caption_by_caption():
