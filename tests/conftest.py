@@ -71,8 +71,8 @@ TINY = {
     "data.shapes.holdout_images": 6,
     "features.image_size": 64,
     "features.batch_size": 16,
-    # merge_bilstm on pooled last-block vectors, the original design (the default is soft_attention
-    # on a region grid: ATTENTION below).
+    # The default's architecture, merge_bilstm, on last-block vectors: the layer ImageNet users keep
+    # (the offline default max-pools conv3_block4_out instead; soft_attention on a grid: ATTENTION).
     "features.layer": "conv5_block3_out",
     "features.pooling": "avg",
     "model.architecture": "merge_bilstm",
@@ -181,8 +181,8 @@ def copy_of(repo: Path, dest: Path) -> Path:
     return dest
 
 
-# The default architecture and features, tiny: soft_attention on conv3 grids (8x8 at 64 px, pooled to
-# 4x4 regions), with held-out pairs.
+# The attention model, tiny: soft_attention on conv3 grids (8x8 at 64 px, pooled to 4x4 regions),
+# with held-out pairs.
 ATTENTION = {**TINY, "features.layer": "conv3_block4_out", "features.pooling": "grid", "features.grid_side": 4,
              "model.architecture": "soft_attention",
              "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",

@@ -1,4 +1,4 @@
-"""End to end: tiny `dvc repro` with the default soft_attention on conv3 grid features (4x4 regions at 64 px)."""
+"""End to end: tiny `dvc repro` with soft_attention on conv3 grid features (4x4 regions at 64 px)."""
 
 import json
 import os

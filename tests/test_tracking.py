@@ -102,7 +102,7 @@ def test_only_measurements_become_metrics():
 def test_every_params_yaml_leaf_is_a_param_string():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     flat = tracking.as_params(params)
-    assert flat["features.pooling"] == "grid" and flat["text.max_length"] == "None"
+    assert flat["features.pooling"] == params["features"]["pooling"] and flat["text.max_length"] == "None"
     assert flat["data.shapes.holdout"] == "[['yellow', 'triangle']]"
     assert set(flat) == set(tracking.flatten(params)) and len(flat) > 40
 
