@@ -4,11 +4,12 @@ The target: the whole stage (JPEG decode + resize in tf.data, forward pass, copy
 least 90% of the images/s of the forward pass alone on random tensors of the same batch size.
 Images: the real Flickr8k samples (224x224 JPEGs) when ../shared is present, and generated shapes.
 
-    python benchmarks/features_throughput.py [--images 256] [--batch-size 32] [--image-size 224]
+    python benchmarks/features_throughput.py [--images 256] [--batch-size 32] [--image-size 224] [--rounds 3]
         [--layer conv3_block4_out --pooling max] (the offline default's encoder; soft_attention: --pooling grid)
 """
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--layer", default="conv3_block4_out")
     parser.add_argument("--pooling", default="max")
     parser.add_argument("--grid-side", type=int, default=14)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     encoder = build_encoder(EncoderSpec(weights="none", image_size=args.image_size, pooling=args.pooling,
                                         layer=args.layer, grid_side=args.grid_side))
@@ -56,12 +58,19 @@ def main() -> None:
         if SAMPLES.exists():
             real = sorted(SAMPLES.glob("*.jpg"))
             sets["flickr8k samples (224 px JPEGs)"] = (real * (args.images // len(real) + 1))[: args.images]
-        bare = bare_forward(encoder, args.images, args.batch_size, args.image_size)
+        # Rounds interleave the bare pass and the stage, and the medians are compared: on a shared
+        # machine one bare measurement alone swung 15-18 img/s between runs.
+        rates: dict[str, list[float]] = {"bare": [], **{name: [] for name in sets}}
+        for _ in range(args.rounds):
+            rates["bare"].append(bare_forward(encoder, args.images, args.batch_size, args.image_size))
+            for name, paths in sets.items():
+                rates[name].append(stage(encoder, paths, args.batch_size, args.image_size))
         print(f"{args.layer} {args.pooling}, batch {args.batch_size}, {args.image_size}x{args.image_size}, {args.images} images, "
-              f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads")
+              f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads, median of {args.rounds} rounds")
+        bare = statistics.median(rates.pop("bare"))
         print(f"{'bare forward to the layer (random tensors)':40s} {bare:7.1f} img/s")
-        for name, paths in sets.items():
-            rate = stage(encoder, paths, args.batch_size, args.image_size)
+        for name, values in rates.items():
+            rate = statistics.median(values)
             print(f"{'features stage, ' + name:40s} {rate:7.1f} img/s  ratio {rate / bare:.2f}")
 
 
