@@ -147,9 +147,10 @@ def _resnet50(spec: EncoderSpec, weights: str | None) -> keras.Model:
         pooled = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
         maps = pooled[pooling](name=f"{pooling}_pool")(maps)
     elif spec.grid_side and maps.shape[1] > spec.grid_side:
-        # conv3 at 224 px is 28x28: each 2x2 block's strongest response keeps the local shape cues
-        # while the decoder attends over 196 regions, not 784.
-        maps = keras.layers.MaxPooling2D(maps.shape[1] // spec.grid_side, name="grid_pool")(maps)
+        # conv3 at 224 px is 28x28: each block's strongest response keeps the local shape cues while
+        # the decoder attends over few regions (14 per side: 2x2 blocks; 3: blocks of ~10 that overlap
+        # by one, so the whole map is covered even when the side does not divide it).
+        maps = keras.layers.AdaptiveMaxPooling2D(spec.grid_side, name="grid_pool")(maps)
     return keras.Model(base.input, maps, name=f"resnet50_{spec.layer}")
 
 

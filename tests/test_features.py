@@ -111,6 +111,22 @@ def test_finer_grids_are_max_pooled_to_grid_side():
     assert build_encoder(coarse).output_shape[1:] == (4, 4, 1024)  # already coarser: unchanged
 
 
+def test_grid_side_that_does_not_divide_the_map_still_covers_all_of_it(tmp_path):
+    """8x8 maps to 3x3: blocks of 3 rows/columns overlapping by one ([0:3], [2:6], [5:8]), so no
+    edge row or column of the image is dropped, and the encoder saves and reloads."""
+    from captioning.features import load_encoder, save_encoder
+
+    spec = EncoderSpec(weights="none", image_size=64, pooling="grid", seed=1, layer="conv3_block4_out", grid_side=3)
+    pooled, full = build_encoder(spec), build_encoder(EncoderSpec(**{**spec.to_json(), "grid_side": None}))
+    images = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    maps, cells = np.asarray(full(images))[0], np.asarray(pooled(images))[0]
+    spans = [slice(0, 3), slice(2, 6), slice(5, 8)]
+    expected = np.array([[maps[r, c].max(axis=(0, 1)) for c in spans] for r in spans])
+    np.testing.assert_allclose(cells, expected)
+    save_encoder(tmp_path, spec, pooled)
+    np.testing.assert_allclose(np.asarray(load_encoder(tmp_path)[1](images))[0], cells)
+
+
 def test_cut_encoder_is_the_same_network_up_to_its_layer(tmp_path):
     """Cutting at conv4 keeps the seeded random weights of the whole network's first blocks, and the
     saved cut encoder reloads bit for bit."""
