@@ -5,7 +5,7 @@ least 90% of the images/s of the forward pass alone on random tensors of the sam
 Images: the real Flickr8k samples (224x224 JPEGs) when ../shared is present, and generated shapes.
 
     python benchmarks/features_throughput.py [--images 256] [--batch-size 32] [--image-size 224] [--rounds 3]
-        [--layer conv3_block4_out --pooling max] (the offline default's encoder; soft_attention: --pooling grid)
+        [--layer conv3_block4_out --pooling grid --grid-side 3] (the offline default's encoder; merge_bilstm: --pooling max)
 """
 
 import argparse
@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--layer", default="conv3_block4_out")
-    parser.add_argument("--pooling", default="max")
-    parser.add_argument("--grid-side", type=int, default=14)
+    parser.add_argument("--pooling", default="grid")
+    parser.add_argument("--grid-side", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     encoder = build_encoder(EncoderSpec(weights="none", image_size=args.image_size, pooling=args.pooling,

@@ -71,8 +71,8 @@ TINY = {
     "data.shapes.holdout_images": 6,
     "features.image_size": 64,
     "features.batch_size": 16,
-    # The default's architecture, merge_bilstm, on last-block vectors: the layer ImageNet users keep
-    # (the offline default max-pools conv3_block4_out instead; soft_attention on a grid: ATTENTION).
+    # merge_bilstm (the original design) on last-block vectors: what the Flickr8k switch runs with
+    # ImageNet weights (the offline default, soft_attention on a conv3 grid, is ATTENTION below).
     "features.layer": "conv5_block3_out",
     "features.pooling": "avg",
     "model.architecture": "merge_bilstm",
@@ -181,8 +181,8 @@ def copy_of(repo: Path, dest: Path) -> Path:
     return dest
 
 
-# The attention model, tiny: soft_attention on conv3 grids (8x8 at 64 px, pooled to 4x4 regions),
-# with held-out pairs.
+# The offline default's tiny twin: soft_attention on conv3 grids (8x8 at 64 px, pooled to 4x4
+# regions), with held-out pairs.
 ATTENTION = {**TINY, "features.layer": "conv3_block4_out", "features.pooling": "grid", "features.grid_side": 4,
              "model.architecture": "soft_attention",
              "train.lr_schedule": "cosine", "train.clipnorm": 1.0, "train.early_stopping": "val_bleu4",
