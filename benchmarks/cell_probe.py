@@ -10,9 +10,8 @@ one cell (trained on the objects of 80% of the scenes, accuracy on the rest).
 
 That is the most an attention decoder can get from the features if it looks at the right cell:
 an upper bound for attribute accuracy, and how the offline default grid was chosen. The last
-column bounds attention localisation the same way: the share of objects whose cell's centre lies
-inside the object's box (how evaluate scores an attention peak), had the decoder always looked
-at that cell.
+column bounds attention localisation the same way: evaluate's own score
+(`metrics.attention_localisation`) for a decoder that, naming each object, always looks at its cell.
 
     python -m benchmarks.cell_probe [--scenes 1000] [--sides 14 7 5 3] [--layer conv3_block4_out]
 """
@@ -24,19 +23,19 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.encoder_probe import render
 from captioning.datasets import shapes
 from captioning.features import EncoderSpec, build_encoder, preprocess
+from captioning.metrics import attention_localisation
 
 
 def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_size: int = 32):
     """Per object: the feature vector of the cell holding its centre, its 'colour shape' label, its
-    scene's index, and whether that cell's centre lies inside the object's box."""
-    cells, labels, owner, centred = [], [], [], []
+    scene's index, and a caption of it ("red circle") attending to that cell only."""
+    cells, labels, owner, looked = [], [], [], []
     for start in range(0, len(scenes), batch_size):
         batch = scenes[start:start + batch_size]
-        images = np.stack([np.asarray(shapes.render_scene(s).convert("RGB").resize((size, size)), np.float32)
-                           for s in batch])
-        grids = np.asarray(encoder(preprocess(images), training=False), np.float32)  # (n, side, side, C)
+        grids = np.asarray(encoder(preprocess(render(batch, size)), training=False), np.float32)  # (n, side, side, C)
         for k, (scene, grid) in enumerate(zip(batch, grids)):
             for obj in scene["objects"]:
                 # The image is squashed to a square, so the cell is the centre's fraction of each side.
@@ -45,9 +44,10 @@ def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_si
                 cells.append(grid[row, col])
                 labels.append(f"{obj['colour']} {obj['shape']}")
                 owner.append(start + k)
-                x, y = (col + 0.5) / side * scene["width"], (row + 0.5) / side * scene["height"]
-                centred.append(abs(x - obj["x"]) <= obj["extent"] / 2 and abs(y - obj["y"]) <= obj["extent"] / 2)
-    return np.array(cells), np.array(labels), np.array(owner), np.array(centred)
+                alphas = np.zeros((2, side * side), np.float32)
+                alphas[:, row * side + col] = 1.0
+                looked.append((start + k, [obj["colour"], obj["shape"]], alphas))
+    return np.array(cells), np.array(labels), np.array(owner), looked
 
 
 def probe(cells: np.ndarray, labels: np.ndarray, owner: np.ndarray, num_scenes: int) -> dict[str, float]:
@@ -75,15 +75,16 @@ def main() -> None:
     scenes = [shapes.make_scene(rng) for _ in range(args.scenes)]
     objects = sum(len(s["objects"]) for s in scenes)
     print(f"{args.scenes} scenes, {objects} objects, {args.layer}, chance {1 / 24:.3f}", flush=True)
-    print("| grid | colour+shape | colour | shape | cell centre in the box |\n|---|---|---|---|---|")
+    print("| grid | colour+shape | colour | shape | localisation looking at that cell |\n|---|---|---|---|---|")
     for side in args.sides:
         spec = EncoderSpec(weights="none", seed=args.seed, image_size=args.image_size, pooling="grid",
                            layer=args.layer, grid_side=side)
         start = time.perf_counter()
-        cells, labels, owner, centred = cells_and_labels(build_encoder(spec), scenes, side, args.image_size)
+        cells, labels, owner, looked = cells_and_labels(build_encoder(spec), scenes, side, args.image_size)
         scores = probe(cells, labels, owner, args.scenes)
+        bound = attention_localisation(looked, dict(enumerate(scenes)))
         print(f"| {side}x{side} | {scores['pair']:.3f} | {scores['colour']:.3f} | {scores['shape']:.3f} "
-              f"| {centred.mean():.3f} |  ({time.perf_counter() - start:.0f} s)", flush=True)
+              f"| {bound:.3f} |  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

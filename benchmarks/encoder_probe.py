@@ -59,6 +59,11 @@ def labels(scenes: list[dict]) -> dict[str, np.ndarray]:
     return {a: np.array([list(values).index(s["objects"][0][a]) for s in scenes]) for a, values in ATTRIBUTES.items()}
 
 
+def render(scenes: list[dict], size: int) -> np.ndarray:
+    """The scenes as the features stage sees them: RGB, squashed to size x size, float32 (n, size, size, 3)."""
+    return np.stack([np.asarray(shapes.render_scene(s).convert("RGB").resize((size, size)), np.float32) for s in scenes])
+
+
 def layer_outputs(encoder, scenes: list[dict], size: int, batch_size: int = 32) -> dict[str, dict[str, np.ndarray]]:
     """Per layer: max- and avg-pooled vectors (float32) and the region grid (float16, conv3 2x2 max-pooled)."""
     import keras
@@ -74,9 +79,7 @@ def layer_outputs(encoder, scenes: list[dict], size: int, batch_size: int = 32) 
 
     out = {name: {"max": [], "avg": [], "grid": []} for name in LAYERS}
     for i in range(0, len(scenes), batch_size):
-        images = np.stack([np.asarray(shapes.render_scene(s).convert("RGB").resize((size, size)), np.float32)
-                           for s in scenes[i:i + batch_size]])
-        for name, (mx, avg, grid) in zip(LAYERS, forward(images)):
+        for name, (mx, avg, grid) in zip(LAYERS, forward(render(scenes[i:i + batch_size], size))):
             out[name]["max"].append(mx.numpy())
             out[name]["avg"].append(avg.numpy())
             out[name]["grid"].append(grid.numpy().astype(np.float16))
