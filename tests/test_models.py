@@ -126,14 +126,16 @@ def test_soft_attention_survives_save_and_load(tmp_path):
 
 @pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
 def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
-    """Both architectures read a grid through the trainable conv region encoder: one training step
-    (through the architecture's trainer, when it has one) changes its weights, and the saved model
-    predicts exactly as before."""
+    """Both architectures read a grid through the trainable conv region encoder and its position
+    vectors: one training step (through the architecture's trainer, when it has one) changes both,
+    and the saved model predicts exactly as before."""
     arch = models.get(name)
     model = arch.build(20, 6, (16, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=1.0,
-                       region_kernel=3)
+                       region_kernel=3, region_positions=True)
     region_conv = model.get_layer("image_encoder").get_layer("region_conv")
-    assert region_conv.kernel.shape == (3, 3, 16, 16)
+    positions = model.get_layer("image_encoder").get_layer("region_positions")
+    assert region_conv.kernel.shape == (3, 3, 16, 16) and positions.positions.shape == (16, 16)
+    assert not np.any(positions.get_weights()[0])  # they start at zero: every place looks alike
     rng = np.random.default_rng(4)
     feats = rng.normal(size=(8, 16, 12)).astype("float16")
     seqs = np.tile(TOKENS[2], (8, 1))
@@ -142,6 +144,7 @@ def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     trainee.compile(optimizer="adam", loss=arch.loss)
     trainee.fit(arch.batches(seqs, np.arange(8, dtype=np.int32) // 2, feats, 4, seed=0), epochs=1, verbose=0)
     assert not np.allclose(region_conv.get_weights()[0], before)
+    assert np.any(positions.get_weights()[0])
     model.save(tmp_path / "m.keras")
     loaded = models.load_model(tmp_path / "m.keras")
     inputs = [feats[:2].astype("float32"), TOKENS[:2]]
@@ -180,3 +183,18 @@ def test_regulariser_ignores_empty_captions():
     tokens = np.array([[2, 5, 3, 0], [0, 0, 0, 0]], dtype="int32")
     half = np.full((2, 4, 2), 0.5, dtype="float32")
     assert float(attention_regulariser(half, tokens)) == 0.0
+
+
+def test_token_dropout_hides_words_in_training_only():
+    """In training about `rate` of the words the decoder reads become <unk> (1); padding stays
+    padding, so the masks are unchanged; at inference every word passes."""
+    keras.utils.set_random_seed(7)
+    layer = soft_attention.TokenDropout(0.25)
+    tokens = np.tile(np.array([[2, 5, 6, 7, 8, 3, 0, 0]], dtype="int32"), (500, 1))
+    hidden = np.asarray(layer(tokens, training=True))
+    assert np.array_equal(hidden == 0, tokens == 0)
+    assert set(np.unique(hidden[hidden != tokens])) == {1}
+    assert 0.22 < np.mean(hidden[tokens != 0] == 1) < 0.28
+    np.testing.assert_array_equal(np.asarray(layer(tokens, training=False)), tokens)
+    model = soft_attention.build(20, 6, (4, 12), units=16, embedding_dim=8, token_dropout=0.25)
+    assert model.get_layer("token_dropout").rate == 0.25
