@@ -48,7 +48,10 @@ def decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 1, l
 def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: int = 256) -> list[list[str]]:
     """The most likely next word, step by step, until the end token or max_length tokens.
 
-    Returns the words of each caption, without start/end tokens.
+    Returns the words of each caption, without start/end tokens. Every step runs all the captions,
+    finished ones too: the batch keeps one shape, so XLA compiles the model once per decode
+    (~10 s each on this CPU), where shrinking to the unfinished captions compiled up to nine shapes
+    for a saving of milliseconds per step.
     """
     index = vocab.index
     start, end = index[START], index[END]
@@ -57,14 +60,13 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
     prefixes[:, 0] = start
     done = np.zeros(n, dtype=bool)
     for step in range(1, length):
-        todo = np.flatnonzero(~done)
-        if todo.size == 0:
+        if done.all():
             break
-        probs = next_word_probs(model, features[todo], prefixes[todo], step, batch_size)
+        probs = next_word_probs(model, features, prefixes, step, batch_size)
         probs[:, 0] = 0.0  # never emit padding
-        words = probs.argmax(axis=1)
-        prefixes[todo, step] = words
-        done[todo[words == end]] = True
+        words = np.where(done, 0, probs.argmax(axis=1))  # finished captions stay padded
+        prefixes[:, step] = words
+        done |= words == end
     return [_words(row, vocab, end) for row in prefixes]
 
 
