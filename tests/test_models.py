@@ -184,17 +184,3 @@ def test_regulariser_ignores_empty_captions():
     half = np.full((2, 4, 2), 0.5, dtype="float32")
     assert float(attention_regulariser(half, tokens)) == 0.0
 
-
-def test_token_dropout_hides_words_in_training_only():
-    """In training about `rate` of the words the decoder reads become <unk> (1); padding stays
-    padding, so the masks are unchanged; at inference every word passes."""
-    keras.utils.set_random_seed(7)
-    layer = soft_attention.TokenDropout(0.25)
-    tokens = np.tile(np.array([[2, 5, 6, 7, 8, 3, 0, 0]], dtype="int32"), (500, 1))
-    hidden = np.asarray(layer(tokens, training=True))
-    assert np.array_equal(hidden == 0, tokens == 0)
-    assert set(np.unique(hidden[hidden != tokens])) == {1}
-    assert 0.22 < np.mean(hidden[tokens != 0] == 1) < 0.28
-    np.testing.assert_array_equal(np.asarray(layer(tokens, training=False)), tokens)
-    model = soft_attention.build(20, 6, (4, 12), units=16, embedding_dim=8, token_dropout=0.25)
-    assert model.get_layer("token_dropout").rate == 0.25

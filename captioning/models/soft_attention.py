@@ -97,28 +97,6 @@ class AttentionDecoder(layers.Layer):
                 "regulariser": self.regulariser}
 
 
-@keras.saving.register_keras_serializable(package="captioning")
-class TokenDropout(layers.Layer):
-    """In training, each token the decoder reads (padding aside) becomes <unk> (index 1) with
-    probability `rate`. Why: a held-out pair ("yellow triangle") never follows its colour word in
-    training, so the previous word alone rules the shape out; without that word some of the time,
-    the decoder must read the shape from the image."""
-
-    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate, self.seed = rate, seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def call(self, tokens, training=False):
-        if not training or self.rate == 0:
-            return tokens
-        drop = keras.random.uniform(ops.shape(tokens), seed=self.seed_generator) < self.rate
-        return ops.where(ops.logical_and(drop, tokens > 1), ops.ones_like(tokens), tokens)
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
-
-
 def attention_regulariser(alphas, tokens):
     """Doubly stochastic attention: mean over captions of sum_r (1 - sum_t alpha_t[r])^2.
 
@@ -136,16 +114,15 @@ def attention_regulariser(alphas, tokens):
 
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
           embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0, region_kernel: int = 3,
-          region_positions: bool = False, token_dropout: float = 0.0, **_unused) -> keras.Model:
+          **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
     if len(feature_shape) != 2:
         raise DataError(f"model.architecture=soft_attention needs region features, the features are "
                         f"{tuple(feature_shape)}: set features.pooling=grid")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = image_encoder(feature_shape, units, dropout, region_kernel, region_positions)(features)
-    read = TokenDropout(token_dropout, name="token_dropout")(tokens)
-    words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(read)
+    regions = image_encoder(feature_shape, units, dropout, region_kernel)(features)
+    words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
     words = layers.Dropout(dropout, name="word_dropout")(words)
     probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, name="decoder")(
         [regions, words, tokens])
@@ -187,7 +164,7 @@ def grouped(model: keras.Model) -> keras.Model:
     features = keras.Input(shape=model.inputs[0].shape[1:], name="features")
     tokens = keras.Input(shape=(None, model.inputs[1].shape[1]), dtype="int32", name="tokens")
     regions, flat = PerCaption(name="per_caption")([model.get_layer("image_encoder")(features), tokens])
-    words = model.get_layer("word_dropout")(model.get_layer("embedding")(model.get_layer("token_dropout")(flat)))
+    words = model.get_layer("word_dropout")(model.get_layer("embedding")(flat))
     probs, _ = model.get_layer("decoder")([regions, words, flat])
     return keras.Model([features, tokens], PerImage(name="per_image")([probs, tokens]), name="soft_attention_grouped")
 
