@@ -114,14 +114,14 @@ def attention_regulariser(alphas, tokens):
 
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
           embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0, region_kernel: int = 3,
-          **_unused) -> keras.Model:
+          region_positions: bool = False, **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
     if len(feature_shape) != 2:
         raise DataError(f"model.architecture=soft_attention needs region features, the features are "
                         f"{tuple(feature_shape)}: set features.pooling=grid")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = image_encoder(feature_shape, units, dropout, region_kernel)(features)
+    regions = image_encoder(feature_shape, units, dropout, region_kernel, region_positions)(features)
     words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
     words = layers.Dropout(dropout, name="word_dropout")(words)
     probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, name="decoder")(
