@@ -33,15 +33,18 @@ def encode(holdout_dir: Path, model_dir: Path, batch_size: int) -> None:
 
 
 def score_holdout(model, vocab, holdout_dir: Path, beam_size: int, length_penalty: float,
-                  batch_size: int) -> dict[str, float]:
-    """holdout_bleu1..4, _attribute_accuracy and _repeated_words, decoded as the test set is; {} without a holdout set."""
+                  batch_size: int) -> tuple[dict[str, float], list[dict]]:
+    """(holdout_bleu1..4, _attribute_accuracy and _repeated_words, decoded as the test set is; every
+    scene's caption beside its references, like reports/samples.json); ({}, []) without a holdout set."""
     scenes = read_json(holdout_dir / "scenes.json")
     if not scenes:
-        return {}
+        return {}, []
     names, feats = features.load_features(holdout_dir / "features")
     refs = references(read_captions(holdout_dir / "captions.csv"))
     predicted = decode(model, feats, vocab, beam_size, length_penalty, batch_size)
+    captions = {n: " ".join(w) for n, w in zip(names, predicted)}
     scores = bleu([refs[n] for n in names], predicted)
-    scores["attribute_accuracy"] = attribute_accuracy({n: " ".join(w) for n, w in zip(names, predicted)}, scenes)
+    scores["attribute_accuracy"] = attribute_accuracy(captions, scenes)
     scores["repeated_words"] = repeated_word_share(predicted)
-    return {f"holdout_{k}": v for k, v in scores.items()}
+    samples = [{"image": n, "prediction": captions[n], "references": [" ".join(r) for r in refs[n]]} for n in names]
+    return {f"holdout_{k}": v for k, v in scores.items()}, samples

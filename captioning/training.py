@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioning import distribute
+from captioning import distribute, models
 from captioning.decoding import greedy_decode
 from captioning.feature_store import FeatureStore, feature_batches
 from captioning.io import DataError, atomic_path
@@ -107,6 +107,7 @@ def build_model(arch: Architecture, settings: dict, vocab_size: int, max_length:
                 strategy: tf.distribute.Strategy) -> keras.Model:
     """The model to fit: built in the strategy's scope, its feature normalisation fitted on the
     training images only (read from disk a batch at a time when `features` is a store)."""
+    models.check_settings(settings)
     rows = np.unique(train_rows)
     row_shape = features.row_shape if isinstance(features, FeatureStore) else features.shape[1:]
     with strategy.scope():

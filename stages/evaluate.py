@@ -39,7 +39,8 @@ def main() -> None:
             attended = [(image, words, alphas) for image, (words, alphas)
                         in zip(test, caption_attention(model, test_feats, vocab, cfg["batch_size"]))]
             scores["attention_localisation"] = attention_localisation(attended, scenes)
-    scores.update(score_holdout(model, vocab, Path("data/holdout"), **decoding))
+    holdout_scores, holdout_samples = score_holdout(model, vocab, Path("data/holdout"), **decoding)
+    scores.update(holdout_scores)
     blank_names, blank_feats = blank_image_features("models")
     blank = decode(model, blank_feats, vocab, **decoding)
     scores.update(repeated_words=repeated_word_share(predicted), blank_repeated_words=repeated_word_share(blank))
@@ -51,6 +52,7 @@ def main() -> None:
     write_json("metrics/eval.json", scores)
     write_json("models/decoding.json", {k: cfg[k] for k in ("beam_size", "length_penalty")})  # how the model captions
     write_json("reports/samples.json", samples)
+    write_json("reports/holdout_samples.json", holdout_samples)  # every held-out scene's caption
     shown = test[: cfg["attention_maps"]]
     write_attention_maps(model, feats[[rows[i] for i in shown]], shown, Path("data/raw/images"), vocab,
                          Path("reports/attention"))
@@ -58,7 +60,7 @@ def main() -> None:
     run = tracking.log_evaluation(params, scores, dataset=params["data"]["dataset"],
                                   registered_model=params["tracking"]["registered_model"],
                                   decoding={k: cfg[k] for k in ("beam_size", "length_penalty")}, model_dir="models",
-                                  reports=["reports/samples.json", "reports/attention", *figures],
+                                  reports=["reports/samples.json", "reports/holdout_samples.json", "reports/attention", *figures],
                                   latency_images=[f"data/raw/images/{i}" for i in test[:3]])
     write_json("metrics/mlflow_run.json", run)  # not cached: evaluate never comes from the run cache
     print(scores)

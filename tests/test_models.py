@@ -1,13 +1,19 @@
 """The caption models (captioning/models/): the registry, merge_bilstm and soft_attention."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from captioning import models
 from captioning.io import DataError
 from captioning.models import merge_bilstm, soft_attention
-from captioning.models.soft_attention import attention_model, attention_regulariser
+from captioning.models.soft_attention import attention_model, attention_regulariser, mean_attention_entropy
+
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def small_model(max_length: int):
@@ -20,6 +26,14 @@ def test_registry_finds_each_architecture_by_name_and_by_model():
     assert models.of(small_attention(4)).attention is not None
     with pytest.raises(DataError, match="model.architecture='nope': use one of merge_bilstm, soft_attention"):
         models.get("nope")
+
+
+def test_every_model_setting_in_params_is_one_some_architecture_takes():
+    """A misspelt key would be swallowed by every build (each ignores the others' settings): it is refused."""
+    settings = yaml.safe_load(PARAMS.read_text())["model"]
+    models.check_settings(settings)
+    with pytest.raises(DataError, match="model.region_grd: no architecture has this setting; use one of "):
+        models.check_settings({**settings, "region_grd": 3})
 
 
 @pytest.mark.parametrize("name, shape, hint", [("merge_bilstm", (2, 2, 12), "features.pooling to avg, max or grid"),
@@ -95,6 +109,24 @@ def test_attention_sums_to_one_over_regions_and_zero_on_padding():
     assert np.all(alphas >= 0.0)
 
 
+@pytest.mark.parametrize("query", ["previous", "current"])
+def test_attention_query_says_whether_the_word_just_read_chooses_where_to_look(query):
+    """model.attention_query: with `current` the state that has read word t picks the regions for
+    word t + 1 (so changing word t moves step t's attention); with `previous` (the paper's order) it
+    is the state from before word t, which cannot know it."""
+    keras.utils.set_random_seed(8)
+    model = soft_attention.build(20, 6, (4, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=0.0,
+                                 region_kernel=1, attention_query=query)
+    feats = np.random.default_rng(8).normal(size=(1, 4, 12)).astype("float32")
+    tokens = np.array([[2, 5, 6, 7, 8, 3]], dtype="int32")
+    changed = tokens.copy()
+    changed[0, 2] = 9  # word 2 differs
+    before, after = (np.asarray(attention_model(model)([feats, t]))[0] for t in (tokens, changed))
+    np.testing.assert_allclose(before[:2], after[:2], rtol=1e-6)  # earlier steps never see word 2
+    assert np.allclose(before[2], after[2], rtol=1e-6) == (query == "previous")
+    assert not np.allclose(before[3], after[3])  # later steps do, in either order
+
+
 def test_regulariser_counts_only_steps_that_produce_a_word():
     tokens = np.array([[2, 5, 3, 0]], dtype="int32")  # steps 0 and 1 produce words (5, endseq)
     half = np.full((1, 4, 2), 0.5, dtype="float32")  # each step splits attention over 2 regions
@@ -103,6 +135,28 @@ def test_regulariser_counts_only_steps_that_produce_a_word():
     one_region = np.zeros((1, 4, 2), dtype="float32")
     one_region[..., 0] = 1.0  # always region 0: covered twice, region 1 never: (1-2)^2 + (1-0)^2
     assert float(attention_regulariser(one_region, tokens)) == 2.0
+
+
+def test_attention_entropy_is_zero_for_one_region_and_log_r_when_spread_evenly():
+    tokens = np.array([[2, 5, 3, 0]], dtype="int32")  # steps 0 and 1 produce words
+    alphas = np.zeros((1, 4, 4), dtype="float32")
+    alphas[0, :2, 1] = 1.0  # the producing steps each look at one region
+    alphas[0, 2:] = 0.25  # the steps that produce nothing are spread out: not counted
+    assert abs(float(mean_attention_entropy(alphas, tokens))) < 1e-6
+    alphas[0, 1] = 0.25  # one producing step spread over 4 regions: mean of 0 and log 4
+    assert float(mean_attention_entropy(alphas, tokens)) == pytest.approx(np.log(4) / 2, rel=1e-5)
+
+
+def test_attention_entropy_is_added_to_the_training_loss_when_weighted():
+    feats = np.random.default_rng(2).normal(size=(3, 4, 12)).astype("float32")
+    model = soft_attention.build(20, 6, (4, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=0.0,
+                                 attention_entropy=0.5, region_kernel=1)
+    alphas = np.asarray(attention_model(model)([feats, TOKENS]))
+    model([feats, TOKENS])
+    assert float(model.losses[1]) == pytest.approx(0.5 * float(mean_attention_entropy(alphas, TOKENS)), rel=1e-4)
+    plain = small_attention(6)  # attention_entropy 0: the regulariser is its only added loss
+    plain([feats, TOKENS])
+    assert len(model.losses) == 2 and len(plain.losses) == 1
 
 
 def test_regulariser_is_added_to_the_training_loss():
@@ -149,6 +203,27 @@ def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     loaded = models.load_model(tmp_path / "m.keras")
     inputs = [feats[:2].astype("float32"), TOKENS[:2]]
     np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(model(inputs)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
+def test_region_grid_pools_the_stored_grid_with_a_learned_strided_conv(name):
+    """model.region_grid: a 6x6 stored grid becomes 3x3 encoded regions, each read from its 2x2
+    sub-cells by one conv (so soft_attention attends over 9 regions); a side it does not divide is refused."""
+    arch = models.get(name)
+    model = arch.build(20, 6, (36, 12), units=16, embedding_dim=8, dropout=0.0, region_kernel=1, region_grid=3)
+    encoder = model.get_layer("image_encoder")
+    assert encoder.get_layer("region_pool").kernel.shape == (2, 2, 16, 16)
+    assert encoder.output.shape == (None, 9, 16)
+    feats = np.random.default_rng(7).normal(size=(2, 36, 12)).astype("float32")
+    moved = feats.reshape(2, 6, 6, 12).copy()
+    moved[:, 4:, 4:] = 0  # only the bottom-right 2x2 block changes: only the last region may change
+    regions, after = (np.asarray(encoder(f)) for f in (feats, moved.reshape(2, 36, 12)))
+    np.testing.assert_allclose(regions[:, :8], after[:, :8], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(regions[:, 8], after[:, 8])
+    if name == "soft_attention":
+        assert attention_model(model)([feats, TOKENS[:2]]).shape == (2, 6, 9)
+    with pytest.raises(DataError, match="model.region_grid=3 must divide the stored grid's side 5"):
+        arch.build(20, 6, (25, 12), units=16, embedding_dim=8, dropout=0.0, region_grid=3)
 
 
 def test_encoded_regions_stay_in_range_however_far_out_the_features_are():

@@ -34,6 +34,11 @@ def test_repro_produces_every_output(tiny_repo):
     assert scores["test_images"] == 4  # 10% of 40
     samples = json.loads((tiny_repo / "reports/samples.json").read_text())
     assert len(samples) == 4 and all(len(s["references"]) == 5 for s in samples)
+    # Every held-out scene's caption is kept, so the held-out score can be read caption by caption.
+    held_out = json.loads((tiny_repo / "reports/holdout_samples.json").read_text())
+    scenes = json.loads((tiny_repo / "data/holdout/scenes.json").read_text())
+    assert sorted(s["image"] for s in held_out) == sorted(scenes)
+    assert all(len(s["references"]) == 5 and isinstance(s["prediction"], str) for s in held_out)
 
 
 def test_second_repro_does_nothing(tiny_repo):

@@ -6,6 +6,7 @@ The Keras model's name is its architecture's name, so a saved model finds its en
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import keras
@@ -24,6 +25,17 @@ def get(name: str) -> Architecture:
     if name not in REGISTRY:
         raise DataError(f"params.yaml model.architecture={name!r}: use one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+def check_settings(settings: dict) -> None:
+    """Every params.yaml `model` key must be a setting of some architecture's `build`: each build
+    ignores the others' keys, so a misspelt one (`-S model.region_grd=3`) would otherwise change nothing."""
+    known = {name for arch in REGISTRY.values()
+             for name, p in inspect.signature(arch.build).parameters.items() if p.kind is p.KEYWORD_ONLY}
+    unknown = sorted(set(settings) - known - {"architecture"})
+    if unknown:
+        raise DataError(f"params.yaml model.{unknown[0]}: no architecture has this setting; "
+                        f"use one of {', '.join(sorted(known))}")
 
 
 def of(model) -> Architecture:

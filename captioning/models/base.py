@@ -23,6 +23,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from captioning.io import DataError
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -50,7 +52,7 @@ class RegionPositions(layers.Layer):
 
 
 def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, region_kernel: int = 3,
-                  region_positions: bool = False) -> keras.Model:
+                  region_positions: bool = False, region_grid: int | None = None) -> keras.Model:
     """Frozen ResNet50 features -> normalised, regularised, `units` wide: one vector per image in,
     one vector out; regions (n, R, C) of a square grid in, R encoded regions out.
 
@@ -60,8 +62,11 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
     different scales; the Normalization layer is named feature_norm so training can adapt it on the
     training images (`feature_norm`). Regions pass a small trainable conv block (1x1, then
     region_kernel x region_kernel over the grid): a shape that spans several cells is read from its
-    neighbourhood, not one cell at a time. With region_positions each region also gets a learned
-    vector for its place in the grid. Encoded regions are layer-normalised (region_norm).
+    neighbourhood, not one cell at a time. With region_grid the encoder also pools the stored grid to
+    region_grid x region_grid regions with a learned strided conv (region_pool), so each attended
+    region is read from the layout of its sub-cells, not from one max-pooled vector. With
+    region_positions each region also gets a learned vector for its place in the grid. Encoded
+    regions are layer-normalised (region_norm).
     """
     features = keras.Input(shape=tuple(feature_shape), name="features")
     x = layers.Normalization(axis=-1, name="feature_norm")(features)
@@ -74,8 +79,15 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
         raise ValueError(f"{regions} regions are not a square grid")
     x = layers.Reshape((side, side, channels))(x)
     x = layers.Conv2D(units, 1, activation="relu", name="region_mix")(x)
+    if region_grid is not None and region_grid != side:
+        if side % region_grid:
+            raise DataError(f"model.region_grid={region_grid} must divide the stored grid's side {side} "
+                            f"(features.grid_side): set one to a multiple of the other")
+        block = side // region_grid
+        x = layers.Conv2D(units, block, strides=block, activation="relu", name="region_pool")(x)
+        side = region_grid
     x = layers.Conv2D(units, region_kernel, padding="same", activation="relu", name="region_conv")(x)
-    x = layers.Reshape((regions, units), name="encoder")(x)
+    x = layers.Reshape((side * side, units), name="encoder")(x)
     if region_positions:
         x = RegionPositions(name="region_positions")(x)
     # Every encoded region rescaled to zero mean, unit variance: whatever the image, the decoder's

@@ -7,12 +7,18 @@
                    h, c = LSTM([word_t, context], h, c)
                    p(word_t+1) = softmax(dense(dropout([h, context, word_t])))   the "deep output"
 
+That is the paper's order (model.attention_query: previous): the state from *before* word t
+chooses where to look. With `current` (the offline default) the LSTM reads word t (and the
+previous context) first, and the state that has just read "red" looks for the red object, whose
+shape comes next; as in Luong et al. 2015 and Lu et al. 2017 ("Knowing When to Look").
+
 Unlike merge_bilstm, one sample is one whole caption (teacher forcing): the model reads tokens
 0..T-1 and predicts tokens 1..T at once, so the prediction for step t sits at position t-1.
 Training feeds every caption of an image together (`grouped`): the region encoder then runs once
 per image instead of once per caption (a 64-caption step went from 678 to 384 ms on conv4 grids).
 The doubly stochastic regulariser lambda * sum_r (1 - sum_t alpha_t[r])^2 (over the steps that
-produce a word) pushes the decoder to look at every region at some point of the caption.
+produce a word) pushes the decoder to look at every region at some point of the caption; the
+entropy penalty (model.attention_entropy) pushes each word to look at one region.
 
 The decoder is one layer with a plain Python loop over the (static) caption length: simpler than
 a custom RNN cell (Keras 3's RNN no longer passes per-sample constants such as the regions), and
@@ -34,14 +40,16 @@ class AttentionDecoder(layers.Layer):
     """[regions (n, R, d), word embeddings (n, T, e), tokens (n, T)] -> (probs (n, T, V), alphas (n, T, R)).
 
     Attention weights at padding steps (token 0) are zeroed, so every real step's weights sum to 1
-    over the regions and padded steps sum to 0. Adds the doubly stochastic regulariser as a loss.
+    over the regions and padded steps sum to 0. Adds the doubly stochastic regulariser and the
+    attention entropy (weighted by `regulariser` and `entropy`) as losses.
     """
 
     def __init__(self, vocab_size: int, units: int, attention_units: int, dropout: float = 0.0,
-                 regulariser: float = 1.0, **kwargs):
+                 regulariser: float = 1.0, entropy: float = 0.0, query_after_word: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.units, self.attention_units = vocab_size, units, attention_units
-        self.dropout, self.regulariser = dropout, regulariser
+        self.dropout, self.regulariser, self.entropy = dropout, regulariser, entropy
+        self.query_after_word = query_after_word
         self.init_h = layers.Dense(units, activation="tanh", name="init_h")
         self.init_c = layers.Dense(units, activation="tanh", name="init_c")
         self.keys = layers.Dense(attention_units, use_bias=False, name="keys")
@@ -69,11 +77,15 @@ class AttentionDecoder(layers.Layer):
         c = self.init_c(ops.mean(regions, axis=1))
         keys = self.keys(regions)  # (n, R, A): the regions' half of the score, computed once
         probs, alphas = [], []
+        context = ops.zeros_like(ops.mean(regions, axis=1))  # what the first step saw before it looks
         for t in range(words.shape[1]):
+            if self.query_after_word:  # the state that has read word t chooses where to look for t + 1
+                h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
             scores = self.score(ops.tanh(keys + ops.expand_dims(self.query(h), 1)))[..., 0]  # (n, R)
             alpha = ops.softmax(scores, axis=-1)
             context = self.gate(h) * ops.sum(ops.expand_dims(alpha, -1) * regions, axis=1)
-            h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
+            if not self.query_after_word:  # the paper: the state before word t looks, then reads both
+                h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
             # The word just read goes straight to the output too (the paper's deep output layer), so
             # the next word depends on the last one directly, not only through the LSTM state.
             out = self.drop(ops.concatenate([h, context, words[:, t]], axis=-1), training=training)
@@ -83,6 +95,8 @@ class AttentionDecoder(layers.Layer):
         real = ops.cast(ops.not_equal(tokens, 0), alphas.dtype)  # (n, T): step reads a real token
         alphas = alphas * ops.expand_dims(real, -1)
         self.add_loss(self.regulariser * attention_regulariser(alphas, tokens))
+        if self.entropy:
+            self.add_loss(self.entropy * mean_attention_entropy(alphas, tokens))
         return probs, alphas
 
     def compute_output_spec(self, inputs, training=False):
@@ -94,7 +108,7 @@ class AttentionDecoder(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units,
                 "attention_units": self.attention_units, "dropout": self.dropout,
-                "regulariser": self.regulariser}
+                "regulariser": self.regulariser, "entropy": self.entropy, "query_after_word": self.query_after_word}
 
 
 def attention_regulariser(alphas, tokens):
@@ -112,19 +126,35 @@ def attention_regulariser(alphas, tokens):
     return ops.sum(penalty) / ops.maximum(ops.sum(real), 1.0)
 
 
+def mean_attention_entropy(alphas, tokens):
+    """Mean entropy (nats) of the attention weights over the steps that produce a word.
+
+    Penalising it asks each word to look at one place: a context that blends the named object's
+    region with its neighbours reads a blend of their shapes (the committed default's words looked
+    at their object's region 0.6 on average and named its shape 82% of the time when it peaked there).
+    """
+    produces = ops.cast(ops.not_equal(tokens[:, 1:], 0), alphas.dtype)
+    produces = ops.pad(produces, [[0, 0], [0, 1]])
+    entropy = -ops.sum(alphas * ops.log(alphas + 1e-9), axis=-1)  # (n, T)
+    return ops.sum(entropy * produces) / ops.maximum(ops.sum(produces), 1.0)
+
+
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
-          embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0, region_kernel: int = 3,
-          region_positions: bool = False, **_unused) -> keras.Model:
+          embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0, attention_entropy: float = 0.0, attention_query: str = "previous", region_kernel: int = 3,
+          region_positions: bool = False, region_grid: int | None = None, **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
     if len(feature_shape) != 2:
         raise DataError(f"model.architecture=soft_attention needs region features, the features are "
                         f"{tuple(feature_shape)}: set features.pooling=grid")
+    if attention_query not in ("previous", "current"):
+        raise DataError(f"params.yaml model.attention_query={attention_query!r}: use previous or current")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = image_encoder(feature_shape, units, dropout, region_kernel, region_positions)(features)
+    regions = image_encoder(feature_shape, units, dropout, region_kernel, region_positions, region_grid)(features)
     words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
     words = layers.Dropout(dropout, name="word_dropout")(words)
-    probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, name="decoder")(
+    probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, attention_entropy,
+                                attention_query == "current", name="decoder")(
         [regions, words, tokens])
     return keras.Model([features, tokens], probs, name="soft_attention")
 
