@@ -76,13 +76,15 @@ def main() -> None:
     scenes = read_json(root / "data/raw/scenes.json")
 
     model = load_model(root / "models/model.keras")
-    attended = [(image, words, alphas) for image, (words, alphas) in zip(test, caption_attention(model, test_feats, vocab))]
+    attended = [(image, words, alphas)
+                for image, (words, alphas) in zip(test, caption_attention(model, test_feats, vocab))]
     table = looked_and_named(attended, scenes)
     print(f"{sum(table.values())} colour-anchored shape words in {len(test)} test captions")
     print("| attention peak | shape right | shape wrong | share right |\n|---|---|---|---|")
     for on in (True, False):
         right, wrong = table[on, True], table[on, False]
-        print(f"| {'on' if on else 'off'} the object's cell | {right} | {wrong} | {right / max(right + wrong, 1):.2f} |")
+        share = right / max(right + wrong, 1)
+        print(f"| {'on' if on else 'off'} the object's cell | {right} | {wrong} | {share:.2f} |")
 
     held_names, held_feats = load_features(root / "data/holdout/features")
     held_scenes = read_json(root / "data/holdout/scenes.json")

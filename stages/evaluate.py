@@ -60,7 +60,8 @@ def main() -> None:
     run = tracking.log_evaluation(params, scores, dataset=params["data"]["dataset"],
                                   registered_model=params["tracking"]["registered_model"],
                                   decoding={k: cfg[k] for k in ("beam_size", "length_penalty")}, model_dir="models",
-                                  reports=["reports/samples.json", "reports/holdout_samples.json", "reports/attention", *figures],
+                                  reports=["reports/samples.json", "reports/holdout_samples.json",
+                                           "reports/attention", *figures],
                                   latency_images=[f"data/raw/images/{i}" for i in test[:3]])
     write_json("metrics/mlflow_run.json", run)  # not cached: evaluate never comes from the run cache
     print(scores)
