@@ -131,8 +131,8 @@ def mean_attention_entropy(alphas, tokens):
     """Mean entropy (nats) of the attention weights over the steps that produce a word.
 
     Penalising it asks each word to look at one place: a context that blends the named object's
-    region with its neighbours reads a blend of their shapes. (Measured, README: it did not help;
-    attention settled before it had learned where to look.)
+    region with its neighbours reads a blend of their shapes. (Measured, README: worse at every
+    weight tried, 0.03 to 1.)
     """
     produces = ops.cast(ops.not_equal(tokens[:, 1:], 0), alphas.dtype)
     produces = ops.pad(produces, [[0, 0], [0, 1]])
