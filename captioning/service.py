@@ -177,8 +177,17 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    """Refuse bodies over `max_bytes` with 413, whether the Content-Length says so or the stream does.
+
+    The refusal is sent at once, then the rest of the body is read and dropped for up to `linger_s`
+    before the connection closes. Closing a socket that still holds unread data makes the kernel
+    reset the connection, and a client still uploading then loses the answer it was sent (measured:
+    1 in 5 posts of 50 MB on 127.0.0.1). This is the staged close of RFC 9112, section 9.6, with
+    nginx's `lingering_time` as the bound; nothing read is kept.
+    """
+
+    def __init__(self, app, max_bytes: int, linger_s: float = 30.0):
+        self.app, self.max_bytes, self.linger_s = app, max_bytes, linger_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -186,8 +195,8 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await _send_json(send, 413, _too_large(int(length), self.max_bytes, exact=True))
-        seen = 0
+            return await _refuse(receive, send, _too_large(int(length), self.max_bytes, exact=True), self.linger_s)
+        seen, started = 0, False
 
         async def capped_receive():
             nonlocal seen
@@ -198,7 +207,17 @@ class BodySizeLimit:
                     raise BodyTooLarge(_too_large(seen, self.max_bytes))
             return message
 
-        return await self.app(scope, capped_receive, send)
+        async def watched_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            return await self.app(scope, capped_receive, watched_send)
+        except BodyTooLarge as e:
+            if started:  # cannot happen with our routes (they read the body first); never send twice
+                raise
+            await _refuse(receive, send, str(e), self.linger_s)
 
 
 def _too_large(size: int, limit: int, exact: bool = False) -> str:
@@ -206,12 +225,22 @@ def _too_large(size: int, limit: int, exact: bool = False) -> str:
     return f"request body of {size:,} bytes{more} is larger than the {limit:,} allowed; send a smaller image"
 
 
-async def _send_json(send, status: int, message: str) -> None:
+async def _refuse(receive, send, message: str, linger_s: float) -> None:
+    """Answer 413 in full, drain what the client still sends (bounded by `linger_s`), then close."""
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
+    await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    deadline = time.monotonic() + linger_s
+    try:
+        while True:
+            event = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+            if event["type"] != "http.request" or not event.get("more_body"):
+                break  # the body is over, or the client has gone
+    except TimeoutError:
+        pass  # still sending after linger_s: close anyway
+    await send({"type": "http.response.body", "body": b""})
 
 
 # -----------------------------------------------------------------------------
@@ -288,10 +317,6 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
     @app.exception_handler(ClientError)
     async def client_error(request: Request, e: ClientError):
         return JSONResponse({"error": e.message}, status_code=e.status)
-
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(request: Request, e: BodyTooLarge):
-        return JSONResponse({"error": str(e)}, status_code=413, headers={"connection": "close"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
