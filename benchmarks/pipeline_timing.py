@@ -1,12 +1,13 @@
 """How long the default pipeline takes, stage by stage, a second `dvc repro` (which must do nothing),
 and the peak RSS of the biggest process it ran (a stage, or dvc itself).
 
-Runs in a temporary clone of this repository (committed files only) with the default params,
-using this interpreter's environment:
+Runs in a temporary clone of this repository (committed files only) with the default params, or
+with `-S key=value` overrides (as `dvc exp run -S` takes them), using this interpreter's environment:
 
-    python benchmarks/pipeline_timing.py
+    python -m benchmarks.pipeline_timing [-S data.shapes.num_images=8000 ...]
 """
 
+import argparse
 import os
 import resource
 import subprocess
@@ -29,10 +30,30 @@ def run(cwd: Path, *args: str) -> float:
     return time.perf_counter() - start
 
 
+def override(params: dict, assignment: str) -> None:
+    """Set params["a"]["b"] for "a.b=value"; the value is parsed as YAML (numbers, lists, null)."""
+    key, _, value = assignment.partition("=")
+    *parents, leaf = key.split(".")
+    for name in parents:
+        params = params[name]
+    if leaf not in params:
+        raise SystemExit(f"-S {assignment}: params.yaml has no {key}")
+    params[leaf] = yaml.safe_load(value)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "repo"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+        if args.overrides:
+            params = yaml.safe_load((clone / "params.yaml").read_text())
+            for assignment in args.overrides:
+                override(params, assignment)
+            (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            print("params:", " ".join(args.overrides))
         stages = list(yaml.safe_load((clone / "dvc.yaml").read_text())["stages"])
         times = {stage: run(clone, "repro", "--single-item", stage) for stage in stages}
         again = run(clone, "repro")
