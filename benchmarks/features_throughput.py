@@ -1,6 +1,6 @@
 """Features stage throughput vs ResNet50's bare forward pass, measured in one run.
 
-The target: the whole stage (JPEG decode + resize in tf.data, forward pass, copying out) reaches at
+The target: the whole stage (JPEG decode + resize one batch ahead, forward pass, copying out) reaches at
 least 90% of the images/s of the forward pass alone on random tensors of the same batch size.
 Images: the real Flickr8k samples (224x224 JPEGs) when ../shared is present, and generated shapes.
 

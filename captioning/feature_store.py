@@ -238,26 +238,6 @@ def shard_range(num_images: int, batch_size: int, shard: int, shards: int) -> ra
     return range(min(first * batch_size, num_images), min(last * batch_size, num_images))
 
 
-def image_slots(paths: Sequence[Path], size: int, batch_size: int, on_error) -> tf.data.Dataset:
-    """(ok flags, images) batches of exactly `batch_size` slots, one per path in order (the last
-    batch padded with blanks). An unreadable image is reported, and its slot is a blank with ok=False."""
-    from captioning.features import load_image
-
-    def generate() -> Iterator[tuple[bool, np.ndarray]]:
-        for path in paths:
-            try:
-                yield True, load_image(path, size)
-            except DataError as e:
-                on_error(path, str(e))
-                yield False, np.zeros((size, size, 3), np.float32)
-        for _ in range(-len(paths) % batch_size):
-            yield False, np.zeros((size, size, 3), np.float32)
-
-    signature = (tf.TensorSpec((), tf.bool), tf.TensorSpec((size, size, 3), tf.float32))
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return ds.batch(batch_size).prefetch(2)  # decode the next batches while the model runs
-
-
 def extract_to_store(encoder, paths: Sequence[Path], out_dir: Path, size: int, batch_size: int,
                      shard: int = 0, shards: int = 1, progress: bool = True) -> tuple[int, dict[str, str]]:
     """Encode shard `shard` of `shards` of `paths` into a store at out_dir (atomically).
@@ -290,12 +270,11 @@ def extract_to_store(encoder, paths: Sequence[Path], out_dir: Path, size: int, b
 def _encode_into(writer: StoreWriter, part: list[Path], names: list[str], forward, size: int, batch_size: int,
                  on_error, shard: int, shards: int, progress: bool) -> None:
     """Encode `part` batch by batch into `writer`, appending the readable images' names."""
-    from captioning.features import as_regions
+    from captioning.features import as_regions, image_batches
 
     seen = 0
     with tqdm(total=len(part), unit="img", desc=f"features {shard + 1}/{shards}", disable=not progress) as bar:
-        for ok, images in image_slots(part, size, batch_size, on_error):
-            ok = ok.numpy()
+        for ok, images in image_batches(part, size, batch_size, on_error, pad=True):
             feats = as_regions(forward(images).numpy())
             feats = feats.astype(np.float16 if feats.ndim == 3 else np.float32)  # as features.extract stores them
             writer.append(feats[ok])
