@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from captioning import datasets, reports, tracking
-from captioning.attention_maps import caption_attention, is_attention_model, write_attention_maps
+from captioning.attention_maps import attention_for, is_attention_model, write_attention_maps
 from captioning.decoding import decode
 from captioning.features import load_features
 from captioning.holdout import score_holdout
@@ -35,10 +35,9 @@ def main() -> None:
     if datasets.get(params["data"]["dataset"]).has_attribute_truth:
         scenes = read_json("data/raw/scenes.json")
         scores["attribute_accuracy"] = attribute_accuracy(captions, scenes)
-        if is_attention_model(model):  # where it looked for each shape word (greedy captions)
-            attended = [(image, words, alphas) for image, (words, alphas)
-                        in zip(test, caption_attention(model, test_feats, vocab, cfg["batch_size"]))]
-            scores["attention_localisation"] = attention_localisation(attended, scenes)
+        if is_attention_model(model):  # where it looked for each shape word of the captions just scored
+            alphas = attention_for(model, test_feats, vocab, predicted, cfg["batch_size"])
+            scores["attention_localisation"] = attention_localisation(list(zip(test, predicted, alphas)), scenes)
     holdout_scores, holdout_samples = score_holdout(model, vocab, Path("data/holdout"), **decoding)
     scores.update(holdout_scores)
     blank_names, blank_feats = blank_image_features("models")
