@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from captioning.decoding import beam_decode, decode, greedy_decode, next_word_probs
-from captioning.models import merge_bilstm
+from captioning.models import merge_bilstm, soft_attention
 from captioning.text import END, PAD, START, UNK, Vocabulary
 
 WORDS = [PAD, UNK, START, END, "a", "b", "c", "d"]
@@ -145,3 +145,23 @@ def test_bad_settings_are_refused():
         decode(TableModel({}), feats(), vocab(), beam_size=0)
     with pytest.raises(ValueError, match="length_penalty"):
         decode(TableModel({}), feats(), vocab(), beam_size=2, length_penalty=-1)
+
+
+@pytest.mark.parametrize("query", ["current", "previous"])
+def test_soft_attention_decodes_one_word_at_a_time_with_the_whole_models_probabilities(query):
+    """Greedy decoding carries soft_attention's LSTM state from word to word (Architecture.incremental)
+    instead of rerunning the model over the prefix: same next-word probabilities, same captions."""
+    keras.utils.set_random_seed(3)
+    model = soft_attention.build(len(WORDS), 6, (4, 12), units=16, embedding_dim=8, dropout=0.0,
+                                 attention_query=query)
+    x = np.random.default_rng(0).normal(size=(5, 4, 12)).astype("float32")
+    prefixes = np.zeros((5, 6), dtype="int32")
+    prefixes[:, 0] = WORDS.index(START)
+    prefixes[:, 1:4] = np.random.default_rng(1).integers(4, len(WORDS), size=(5, 3))
+    start, step = soft_attention.incremental(model)
+    state = start(x)
+    for t in range(1, 5):
+        probs, state = step(state, prefixes[:, t - 1])
+        np.testing.assert_allclose(np.asarray(probs), next_word_probs(model, x, prefixes, t), atol=1e-5)
+    greedy = greedy_decode(model, x, vocab(), batch_size=2)  # batches of 2, 2 and 1: state per batch
+    assert greedy == beam_decode(model, x, vocab(), beam_size=1)  # beam search runs the whole model

@@ -9,7 +9,9 @@ training and decoding ask it instead of comparing names:
   - `next_word`: where one decoding step's next-word probabilities sit in the model's output;
   - `attention`, for models that attend to image regions: the same layers returning the weights;
   - `trainer`, for models whose training batches are shaped differently from decoding's (several
-    captions per image): the same layers, taking what `batches` yields.
+    captions per image): the same layers, taking what `batches` yields;
+  - `incremental`, for models whose decoder can carry its state from word to word: greedy decoding
+    then runs one step per word instead of the whole model over the prefix.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Architecture:
     next_word: Callable[[np.ndarray, int], np.ndarray]  # (model output, step) -> (n, vocab) probabilities
     attention: Callable[[keras.Model], keras.Model] | None = None  # model -> its attention weights, if any
     trainer: Callable[[keras.Model], keras.Model] | None = None  # model -> the model `batches` trains, if not itself
+    incremental: Callable[[keras.Model], tuple[Callable, Callable]] | None = None  # model -> (start, step) decoding one word at a time
 
 
 @keras.saving.register_keras_serializable(package="captioning")

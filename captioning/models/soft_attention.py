@@ -73,23 +73,11 @@ class AttentionDecoder(layers.Layer):
 
     def call(self, inputs, training=False):
         regions, words, tokens = inputs
-        h = self.init_h(ops.mean(regions, axis=1))
-        c = self.init_c(ops.mean(regions, axis=1))
-        keys = self.keys(regions)  # (n, R, A): the regions' half of the score, computed once
+        state = self.initial_state(regions)
         probs, alphas = [], []
-        context = ops.zeros_like(ops.mean(regions, axis=1))  # what the first step saw before it looks
         for t in range(words.shape[1]):
-            if self.query_after_word:  # the state that has read word t chooses where to look for t + 1
-                h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
-            scores = self.score(ops.tanh(keys + ops.expand_dims(self.query(h), 1)))[..., 0]  # (n, R)
-            alpha = ops.softmax(scores, axis=-1)
-            context = self.gate(h) * ops.sum(ops.expand_dims(alpha, -1) * regions, axis=1)
-            if not self.query_after_word:  # the paper: the state before word t looks, then reads both
-                h, (h, c) = self.cell(ops.concatenate([words[:, t], context], axis=-1), [h, c], training=training)
-            # The word just read goes straight to the output too (the paper's deep output layer), so
-            # the next word depends on the last one directly, not only through the LSTM state.
-            out = self.drop(ops.concatenate([h, context, words[:, t]], axis=-1), training=training)
-            probs.append(ops.softmax(self.logits(out), axis=-1))
+            step_probs, alpha, state = self.step(regions, words[:, t], state, training=training)
+            probs.append(step_probs)
             alphas.append(alpha)
         probs, alphas = ops.stack(probs, axis=1), ops.stack(alphas, axis=1)
         real = ops.cast(ops.not_equal(tokens, 0), alphas.dtype)  # (n, T): step reads a real token
@@ -98,6 +86,32 @@ class AttentionDecoder(layers.Layer):
         if self.entropy:
             self.add_loss(self.entropy * mean_attention_entropy(alphas, tokens))
         return probs, alphas
+
+    def initial_state(self, regions):
+        """(keys, h, c, context) before the first word: the regions' half of every attention score
+        (computed once), the LSTM state from the mean region, and no context seen yet."""
+        # Ops in the order the decoder has always built them: a reordering (one shared mean) trains
+        # to different float bits, and the committed run would no longer reproduce exactly.
+        h = self.init_h(ops.mean(regions, axis=1))
+        c = self.init_c(ops.mean(regions, axis=1))
+        return self.keys(regions), h, c, ops.zeros_like(ops.mean(regions, axis=1))
+
+    def step(self, regions, word, state, training=False):
+        """One word: (regions (n, R, d), word embedding (n, e), state) -> (next-word probs (n, V),
+        attention (n, R), state). `call` runs it over a whole caption; decoding runs it once per
+        generated word (`incremental`), so a caption costs its length, not its length squared."""
+        keys, h, c, context = state
+        if self.query_after_word:  # the state that has read word t chooses where to look for t + 1
+            h, (h, c) = self.cell(ops.concatenate([word, context], axis=-1), [h, c], training=training)
+        scores = self.score(ops.tanh(keys + ops.expand_dims(self.query(h), 1)))[..., 0]  # (n, R)
+        alpha = ops.softmax(scores, axis=-1)
+        context = self.gate(h) * ops.sum(ops.expand_dims(alpha, -1) * regions, axis=1)
+        if not self.query_after_word:  # the paper: the state before word t looks, then reads both
+            h, (h, c) = self.cell(ops.concatenate([word, context], axis=-1), [h, c], training=training)
+        # The word just read goes straight to the output too (the paper's deep output layer), so
+        # the next word depends on the last one directly, not only through the LSTM state.
+        out = self.drop(ops.concatenate([h, context, word], axis=-1), training=training)
+        return ops.softmax(self.logits(out), axis=-1), alpha, (keys, h, c, context)
 
     def compute_output_spec(self, inputs, training=False):
         regions, words, _ = inputs
@@ -206,8 +220,27 @@ def attention_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("decoder").output[1], name="attention_weights")
 
 
+def incremental(model: keras.Model):
+    """The model as two functions for decoding one word at a time, keeping the LSTM state between
+    words (the whole model recomputes every earlier word at every step):
+      start(features (n, R, C)) -> state;  step(state, tokens (n,)) -> (next-word probs (n, V), state).
+    Same layers and weights as the model, so the same probabilities (tests/test_decoding.py)."""
+    encoder, embedding, decoder = (model.get_layer(name) for name in ("image_encoder", "embedding", "decoder"))
+
+    def start(features):
+        regions = encoder(features, training=False)
+        return (regions, *decoder.initial_state(regions))
+
+    def step(state, tokens):
+        regions, *rest = state
+        probs, _, rest = decoder.step(regions, embedding(tokens), tuple(rest))
+        return probs, (regions, *rest)
+
+    return start, step
+
+
 ARCHITECTURE = Architecture(
     name="soft_attention", build=build, batches=image_caption_batches, trainer=grouped,
     loss=masked_crossentropy, metrics=[masked_accuracy], steps_per_epoch=image_caption_steps,
     next_word=lambda probs, step: probs[:, step - 1],  # teacher-forced: step t's word sits at t - 1
-    attention=attention_model)
+    attention=attention_model, incremental=incremental)
