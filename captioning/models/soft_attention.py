@@ -27,6 +27,8 @@ unrolled over ~20-40 steps it compiles once and runs fast.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 from keras import layers, ops
 
@@ -220,7 +222,7 @@ def attention_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer("decoder").output[1], name="attention_weights")
 
 
-def incremental(model: keras.Model):
+def incremental(model: keras.Model) -> tuple[Callable, Callable]:
     """The model as two functions for decoding one word at a time, keeping the LSTM state between
     words (the whole model recomputes every earlier word at every step):
       start(features (n, R, C)) -> state;  step(state, tokens (n,)) -> (next-word probs (n, V), state).
