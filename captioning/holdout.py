@@ -2,7 +2,8 @@
 
 A dataset that can make such scenes (`Dataset.prepare_holdout`, the shapes dataset with
 `data.shapes.holdout` pairs) writes them to data/holdout; they are encoded with the training
-encoder, and evaluate scores them apart (holdout_bleu1..4, holdout_attribute_accuracy). Without
+encoder, and evaluate scores them apart (holdout_bleu1..4, holdout_attribute_accuracy over every
+object of these scenes, holdout_unseen_pair_accuracy over the objects with a held-out pair). Without
 held-out pairs (or for Flickr8k) data/holdout is an empty but valid directory, and nothing is scored.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from captioning import features
 from captioning.decoding import decode
 from captioning.io import atomic_path, read_captions, read_json
-from captioning.metrics import attribute_accuracy, bleu, repeated_word_share
+from captioning.metrics import attribute_accuracy, bleu, repeated_word_share, unseen_pair_accuracy
 from captioning.text import references
 
 
@@ -32,9 +33,10 @@ def encode(holdout_dir: Path, model_dir: Path, batch_size: int) -> None:
     features.save_features(holdout_dir / "features", result)
 
 
-def score_holdout(model, vocab, holdout_dir: Path, beam_size: int, length_penalty: float,
-                  batch_size: int) -> tuple[dict[str, float], list[dict]]:
-    """(holdout_bleu1..4, _attribute_accuracy and _repeated_words, decoded as the test set is; every
+def score_holdout(model, vocab, holdout_dir: Path, seen_pairs: set[tuple[str, str]], beam_size: int,
+                  length_penalty: float, batch_size: int) -> tuple[dict[str, float], list[dict]]:
+    """(holdout_bleu1..4, _attribute_accuracy, _unseen_pair_accuracy (objects whose pair is not in
+    `seen_pairs`, the training scenes' pairs) and _repeated_words, decoded as the test set is; every
     scene's caption beside its references, like reports/samples.json); ({}, []) without a holdout set."""
     scenes = read_json(holdout_dir / "scenes.json")
     if not scenes:
@@ -45,6 +47,7 @@ def score_holdout(model, vocab, holdout_dir: Path, beam_size: int, length_penalt
     captions = {n: " ".join(w) for n, w in zip(names, predicted)}
     scores = bleu([refs[n] for n in names], predicted)
     scores["attribute_accuracy"] = attribute_accuracy(captions, scenes)
+    scores["unseen_pair_accuracy"] = unseen_pair_accuracy(captions, scenes, seen_pairs)
     scores["repeated_words"] = repeated_word_share(predicted)
     samples = [{"image": n, "prediction": captions[n], "references": [" ".join(r) for r in refs[n]]} for n in names]
     return {f"holdout_{k}": v for k, v in scores.items()}, samples

@@ -83,6 +83,21 @@ def attribute_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, dict
     return hits / total if total else 0.0
 
 
+def object_pairs(scenes: Mapping[str, dict]) -> set[tuple[str, str]]:
+    """Every (colour, shape) pair some object of these scenes has."""
+    return {(o["colour"], o["shape"]) for scene in scenes.values() for o in scene["objects"]}
+
+
+def unseen_pair_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, dict],
+                         seen: set[tuple[str, str]]) -> float:
+    """Attribute accuracy over only the objects whose (colour, shape) pair is not in `seen`: whether
+    the captions name a combination training never showed (a captioner that never writes it scores 0,
+    however well it names the other objects of the same scenes)."""
+    unseen = {image: {**scene, "objects": [o for o in scene["objects"] if (o["colour"], o["shape"]) not in seen]}
+              for image, scene in scenes.items() if image in predictions}
+    return attribute_accuracy({image: predictions[image] for image in unseen}, unseen)
+
+
 def attention_localisation(attended: Sequence[tuple[str, Sequence[str], np.ndarray]],
                            scenes: Mapping[str, dict]) -> float:
     """Share of generated shape words whose attention peak lies inside the box of the object they name.

@@ -9,7 +9,7 @@ from captioning.features import load_features
 from captioning.holdout import score_holdout
 from captioning.io import read_captions, read_json, write_json
 from captioning.metrics import (attention_localisation, attribute_accuracy, bleu, coco_scores, human_bleu,
-                                repeated_word_share)
+                                object_pairs, repeated_word_share)
 from captioning.models import load_model
 from captioning.sanity import blank_image_features
 from captioning.text import Vocabulary, references
@@ -32,13 +32,15 @@ def main() -> None:
     test_refs = [refs[i] for i in test]
     scores = {**bleu(test_refs, predicted), **coco_scores(test_refs, predicted), **human_bleu(test_refs)}
     captions = {image: " ".join(words) for image, words in zip(test, predicted)}
-    if datasets.get(params["data"]["dataset"]).has_attribute_truth:
-        scenes = read_json("data/raw/scenes.json")
+    has_truth = datasets.get(params["data"]["dataset"]).has_attribute_truth
+    scenes = read_json("data/raw/scenes.json") if has_truth else {}
+    if has_truth:
         scores["attribute_accuracy"] = attribute_accuracy(captions, scenes)
         if is_attention_model(model):  # where it looked for each shape word of the captions just scored
             alphas = attention_for(model, test_feats, vocab, predicted, cfg["batch_size"])
             scores["attention_localisation"] = attention_localisation(list(zip(test, predicted, alphas)), scenes)
-    holdout_scores, holdout_samples = score_holdout(model, vocab, Path("data/holdout"), **decoding)
+    holdout_scores, holdout_samples = score_holdout(model, vocab, Path("data/holdout"), object_pairs(scenes),
+                                                    **decoding)
     scores.update(holdout_scores)
     blank_names, blank_feats = blank_image_features("models")
     blank = decode(model, blank_feats, vocab, **decoding)

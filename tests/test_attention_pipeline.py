@@ -55,5 +55,5 @@ def test_holdout_pairs_are_only_in_the_holdout_set(attention_repo):
     assert len(train) == 40 and not any(p & HELD_OUT for p in train)
     assert len(holdout) == 6 and all(p & HELD_OUT for p in holdout)
     scores = json.loads((attention_repo / "metrics/eval.json").read_text())
-    for key in ["holdout_bleu1", "holdout_bleu4", "holdout_attribute_accuracy"]:
+    for key in ["holdout_bleu1", "holdout_bleu4", "holdout_attribute_accuracy", "holdout_unseen_pair_accuracy"]:
         assert 0.0 <= scores[key] <= 1.0, key

@@ -106,6 +106,22 @@ def test_attribute_accuracy_counts_objects_named_with_colour_and_shape():
     assert attribute_accuracy({}, scenes) == 0.0
 
 
+def test_unseen_pair_accuracy_scores_only_the_objects_whose_pair_training_never_showed():
+    from captioning.metrics import object_pairs, unseen_pair_accuracy
+
+    training = {"t": {"objects": [{"colour": "yellow", "shape": "star"}, {"colour": "red", "shape": "triangle"}]}}
+    seen = object_pairs(training)
+    assert seen == {("yellow", "star"), ("red", "triangle")}
+    scenes = {"x": {"objects": [{"colour": "yellow", "shape": "triangle"}, {"colour": "yellow", "shape": "star"}]},
+              "y": {"objects": [{"colour": "yellow", "shape": "triangle"}, {"colour": "red", "shape": "triangle"}]}}
+    # Every seen pair named right, the new one never: 2 of 4 objects overall, none of the unseen.
+    predictions = {"x": "a yellow star and a yellow star", "y": "a red triangle and a yellow star"}
+    assert attribute_accuracy(predictions, scenes) == pytest.approx(2 / 4)
+    assert unseen_pair_accuracy(predictions, scenes, seen) == 0.0
+    predictions["y"] = "a yellow triangle and a red star"
+    assert unseen_pair_accuracy(predictions, scenes, seen) == pytest.approx(1 / 2)
+
+
 def test_coco_scores_without_java_skip_meteor_with_a_warning(monkeypatch):
     import shutil
 

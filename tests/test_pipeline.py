@@ -27,7 +27,8 @@ def test_repro_produces_every_output(tiny_repo):
         assert (tiny_repo / path).exists(), path
     scores = json.loads((tiny_repo / "metrics/eval.json").read_text())
     for key in ["bleu1", "bleu2", "bleu3", "bleu4", "human_bleu1", "human_bleu4", "attribute_accuracy",
-                "meteor", "rouge_l", "coco_bleu4", "holdout_bleu4", "holdout_attribute_accuracy"]:
+                "meteor", "rouge_l", "coco_bleu4", "holdout_bleu4", "holdout_attribute_accuracy",
+                "holdout_unseen_pair_accuracy"]:
         assert 0.0 <= scores[key] <= 1.0, key
     assert scores["cider"] >= 0.0  # CIDEr-D is not bounded by 1
     assert (scores["beam_size"], scores["length_penalty"]) == (3, 0.7)  # the decoding settings used
