@@ -127,22 +127,6 @@ def test_attention_query_says_whether_the_word_just_read_chooses_where_to_look(q
     assert not np.allclose(before[3], after[3])  # later steps do, in either order
 
 
-@pytest.mark.parametrize("output_word", [True, False])
-def test_output_word_says_whether_the_word_just_read_feeds_the_output_layer(output_word, tmp_path):
-    """model.output_word: the paper's deep output reads [h, context, word t]; without the word, the
-    output layer reads [h, context] only, and the setting survives save and load."""
-    keras.utils.set_random_seed(8)
-    model = soft_attention.build(20, 6, (4, 12), units=16, embedding_dim=8, dropout=0.0, region_kernel=1,
-                                 output_word=output_word)
-    assert model.get_layer("decoder").logits.kernel.shape == (16 + 16 + (8 if output_word else 0), 20)
-    feats = np.random.default_rng(8).normal(size=(2, 4, 12)).astype("float32")
-    model.save(tmp_path / "m.keras")
-    loaded = models.load_model(tmp_path / "m.keras")
-    assert loaded.get_layer("decoder").output_word == output_word
-    np.testing.assert_allclose(np.asarray(loaded([feats, TOKENS[:2]])), np.asarray(model([feats, TOKENS[:2]])),
-                               rtol=1e-6)
-
-
 def test_regulariser_counts_only_steps_that_produce_a_word():
     tokens = np.array([[2, 5, 3, 0]], dtype="int32")  # steps 0 and 1 produce words (5, endseq)
     half = np.full((1, 4, 2), 0.5, dtype="float32")  # each step splits attention over 2 regions
@@ -240,19 +224,6 @@ def test_region_grid_pools_the_stored_grid_with_a_learned_strided_conv(name):
         assert attention_model(model)([feats, TOKENS[:2]]).shape == (2, 6, 9)
     with pytest.raises(DataError, match="model.region_grid=3 must divide the stored grid's side 5"):
         arch.build(20, 6, (25, 12), units=16, embedding_dim=8, dropout=0.0, region_grid=3)
-
-
-@pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
-@pytest.mark.parametrize("region_units, width", [(None, 16), (40, 40)])
-def test_region_units_sets_the_width_of_the_region_encoders_first_layer(name, region_units, width):
-    """model.region_units widens only the 1x1 layer that first reads each region; the encoded
-    regions stay `units` wide, as the decoder expects."""
-    model = models.get(name).build(20, 6, (9, 12), units=16, embedding_dim=8, dropout=0.0, region_kernel=1,
-                                   region_units=region_units)
-    encoder = model.get_layer("image_encoder")
-    assert encoder.get_layer("region_mix").kernel.shape == (1, 1, 12, width)
-    assert encoder.get_layer("region_conv").kernel.shape == (1, 1, width, 16)
-    assert encoder.output.shape == (None, 9, 16)
 
 
 def test_encoded_regions_stay_in_range_however_far_out_the_features_are():

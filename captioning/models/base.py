@@ -55,8 +55,7 @@ class RegionPositions(layers.Layer):
 
 
 def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, region_kernel: int = 3,
-                  region_positions: bool = False, region_grid: int | None = None,
-                  region_units: int | None = None) -> keras.Model:
+                  region_positions: bool = False, region_grid: int | None = None) -> keras.Model:
     """Frozen ResNet50 features -> normalised, regularised, `units` wide: one vector per image in,
     one vector out; regions (n, R, C) of a square grid in, R encoded regions out.
 
@@ -64,9 +63,9 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
     between that image's captions (see soft_attention.grouped) while decoding calls it as part of
     the whole model. Normalisation first: ResNet50 activations (random or ImageNet) have wildly
     different scales; the Normalization layer is named feature_norm so training can adapt it on the
-    training images (`feature_norm`). Regions pass a small trainable conv block (1x1, region_units
-    wide (default: units), then region_kernel x region_kernel over the grid): a shape that spans
-    several cells is read from its neighbourhood, not one cell at a time. With region_grid the encoder also pools the stored grid to
+    training images (`feature_norm`). Regions pass a small trainable conv block (1x1, then
+    region_kernel x region_kernel over the grid): a shape that spans several cells is read from its
+    neighbourhood, not one cell at a time. With region_grid the encoder also pools the stored grid to
     region_grid x region_grid regions with a learned strided conv (region_pool), so each attended
     region is read from the layout of its sub-cells, not from one max-pooled vector. With
     region_positions each region also gets a learned vector for its place in the grid. Encoded
@@ -82,7 +81,7 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
     if side * side != regions:
         raise ValueError(f"{regions} regions are not a square grid")
     x = layers.Reshape((side, side, channels))(x)
-    x = layers.Conv2D(region_units or units, 1, activation="relu", name="region_mix")(x)
+    x = layers.Conv2D(units, 1, activation="relu", name="region_mix")(x)
     if region_grid is not None and region_grid != side:
         if side % region_grid:
             raise DataError(f"model.region_grid={region_grid} must divide the stored grid's side {side} "

@@ -47,12 +47,11 @@ class AttentionDecoder(layers.Layer):
     """
 
     def __init__(self, vocab_size: int, units: int, attention_units: int, dropout: float = 0.0,
-                 regulariser: float = 1.0, entropy: float = 0.0, query_after_word: bool = False,
-                 output_word: bool = True, **kwargs):
+                 regulariser: float = 1.0, entropy: float = 0.0, query_after_word: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.units, self.attention_units = vocab_size, units, attention_units
         self.dropout, self.regulariser, self.entropy = dropout, regulariser, entropy
-        self.query_after_word, self.output_word = query_after_word, output_word
+        self.query_after_word = query_after_word
         self.init_h = layers.Dense(units, activation="tanh", name="init_h")
         self.init_c = layers.Dense(units, activation="tanh", name="init_c")
         self.keys = layers.Dense(attention_units, use_bias=False, name="keys")
@@ -72,7 +71,7 @@ class AttentionDecoder(layers.Layer):
         self.score.build((None, None, self.attention_units))
         self.gate.build((None, self.units))
         self.cell.build((None, embedding_dim + region_dim))
-        self.logits.build((None, self.units + region_dim + (embedding_dim if self.output_word else 0)))
+        self.logits.build((None, self.units + region_dim + embedding_dim))
 
     def call(self, inputs, training=False):
         regions, words, tokens = inputs
@@ -113,8 +112,7 @@ class AttentionDecoder(layers.Layer):
             h, (h, c) = self.cell(ops.concatenate([word, context], axis=-1), [h, c], training=training)
         # The word just read goes straight to the output too (the paper's deep output layer), so
         # the next word depends on the last one directly, not only through the LSTM state.
-        read = [h, context, word] if self.output_word else [h, context]
-        out = self.drop(ops.concatenate(read, axis=-1), training=training)
+        out = self.drop(ops.concatenate([h, context, word], axis=-1), training=training)
         return ops.softmax(self.logits(out), axis=-1), alpha, (keys, h, c, context)
 
     def compute_output_spec(self, inputs, training=False):
@@ -127,7 +125,7 @@ class AttentionDecoder(layers.Layer):
         return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units,
                 "attention_units": self.attention_units, "dropout": self.dropout,
                 "regulariser": self.regulariser, "entropy": self.entropy,
-                "query_after_word": self.query_after_word, "output_word": self.output_word}
+                "query_after_word": self.query_after_word}
 
 
 def attention_regulariser(alphas, tokens):
@@ -161,9 +159,7 @@ def mean_attention_entropy(alphas, tokens):
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
           embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0,
           attention_entropy: float = 0.0, attention_query: str = "previous", region_kernel: int = 3,
-          region_positions: bool = False, region_grid: int | None = None, region_units: int | None = None,
-          output_word: bool = True,
-          **_unused) -> keras.Model:
+          region_positions: bool = False, region_grid: int | None = None, **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
     if len(feature_shape) != 2:
         raise DataError(f"model.architecture=soft_attention needs region features, the features are "
@@ -172,12 +168,11 @@ def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, u
         raise DataError(f"params.yaml model.attention_query={attention_query!r}: use previous or current")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = image_encoder(feature_shape, units, dropout, region_kernel, region_positions, region_grid,
-                          region_units)(features)
+    regions = image_encoder(feature_shape, units, dropout, region_kernel, region_positions, region_grid)(features)
     words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
     words = layers.Dropout(dropout, name="word_dropout")(words)
     probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, attention_entropy,
-                                attention_query == "current", output_word, name="decoder")(
+                                attention_query == "current", name="decoder")(
         [regions, words, tokens])
     return keras.Model([features, tokens], probs, name="soft_attention")
 
