@@ -152,5 +152,6 @@ def main() -> None:
                   f"right at {right[~unseen].mean():.3f} of {(~unseen).sum()} seen pairs, "
                   f"{right[unseen].mean():.3f} of {unseen.sum()} unseen pairs")
 
+
 if __name__ == "__main__":
     main()
