@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install bench system-deps
+.PHONY: run test install bench system-deps flickr8k
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ run: $(STAMP)  ## train and evaluate on the embedded dataset (offline)
 
 test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 	. $(BIN)/activate && pytest
+
+FLICKR8K ?=
+flickr8k: $(STAMP)  ## the real-photo profile (profiles/flickr8k.yaml) on a local copy: make flickr8k FLICKR8K=/path/to/copy
+	@test -n "$(FLICKR8K)" || { echo "error: FLICKR8K is not set; make flickr8k FLICKR8K=/path/to/flickr8k (docs/flickr8k.md)" >&2; exit 1; }
+	. $(BIN)/activate && dvc exp run -n flickr8k $$(python -m scripts.profile_args profiles/flickr8k.yaml \
+	  data.flickr8k.local_dir=$(abspath $(FLICKR8K)))
 
 bench: $(STAMP)  ## throughput / timing figures quoted in the README
 	. $(BIN)/activate && python -m benchmarks.features_throughput && python -m benchmarks.pipeline_timing

@@ -95,7 +95,7 @@ class Captioner:
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """Encoder features of a batch of loaded images, exactly as the features stage computes them."""
-        return as_regions(_forward(self.encoder, self.spec.image_size)(np.asarray(images, np.float32)).numpy())
+        return as_regions(_forward(self.encoder, self.spec.image_size, self.spec.backbone)(np.asarray(images, np.float32)).numpy())
 
     def caption_arrays(self, images: np.ndarray, beam_size: int | None = None, length_penalty: float | None = None,
                        attention: bool = False) -> list[Caption]:

@@ -239,7 +239,8 @@ def shard_range(num_images: int, batch_size: int, shard: int, shards: int) -> ra
 
 
 def extract_to_store(encoder, paths: Sequence[Path], out_dir: Path, size: int, batch_size: int,
-                     shard: int = 0, shards: int = 1, progress: bool = True) -> tuple[int, dict[str, str]]:
+                     shard: int = 0, shards: int = 1, progress: bool = True,
+                     backbone: str = "resnet50") -> tuple[int, dict[str, str]]:
     """Encode shard `shard` of `shards` of `paths` into a store at out_dir (atomically).
 
     Returns (rows written, skipped image -> why). Rows are exactly those the single-process run
@@ -257,7 +258,7 @@ def extract_to_store(encoder, paths: Sequence[Path], out_dir: Path, size: int, b
         skipped[Path(path).name] = why
         warnings.warn(f"skipping {why}", stacklevel=1)
 
-    forward = _forward(encoder, size)
+    forward = _forward(encoder, size, backbone)
     names: list[str] = []
     with atomic_path(out_dir) as tmp:
         with StoreWriter(tmp) as writer:

@@ -33,9 +33,8 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from captioning import backbones
 from captioning.io import DataError, atomic_path, read_json, write_json
-
-
 
 MAX_PIXELS = 40_000_000  # 40 Mpx (e.g. 8000x5000): more is refused before any pixel is decoded
 
@@ -102,19 +101,23 @@ class EncoderSpec:
     image_size: int = 224
     pooling: str = "avg"  # avg / max: one vector per image | grid: (regions, channels) per image, float16
     seed: int = 0
-    layer: str = LAST_LAYER  # the ResNet50 output kept; earlier blocks keep finer grids (conv4: 14x14 at 224 px)
+    layer: str = LAST_LAYER  # the backbone output kept; earlier blocks keep finer grids (conv4: 14x14 at 224 px)
     precision: str = "float32"  # float32 | bfloat16: the forward pass's compute dtype (weights stay float32)
     grid_side: int | None = None  # grid: finer maps are max-pooled to at most this many regions per side
+    backbone: str = "resnet50"  # captioning/backbones.py (encoder.json files older than the field are ResNet50)
+    alpha: float = 1.0  # MobileNetV2's width multiplier (ResNet50: 1.0)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise DataError(f"features.pooling={self.pooling!r}: use {', '.join(POOLINGS)}")
         if self.precision not in PRECISIONS:
             raise DataError(f"features.precision={self.precision!r}: use {' or '.join(PRECISIONS)}")
+        backbones.get(self.backbone, self.alpha)
 
     def to_json(self) -> dict:
         return {"weights": self.weights, "image_size": self.image_size, "pooling": self.pooling,
-                "seed": self.seed, "layer": self.layer, "precision": self.precision, "grid_side": self.grid_side}
+                "seed": self.seed, "layer": self.layer, "precision": self.precision, "grid_side": self.grid_side,
+                "backbone": self.backbone, "alpha": self.alpha}
 
 
 # Keras dtype policy per features.precision. bfloat16 computes in bfloat16 with float32 weights
@@ -133,18 +136,20 @@ def dtype_policy(precision: str):
         keras.config.set_dtype_policy(previous)
 
 
-def _resnet50(spec: EncoderSpec, weights: str | None) -> keras.Model:
-    """ResNet50 without its classifier head, cut at `spec.layer` and pooled as `spec.pooling` says."""
+def _cut(spec: EncoderSpec, weights: str | None) -> keras.Model:
+    """The backbone without its classifier head, cut at `spec.layer` and pooled as `spec.pooling` says."""
+    backbone = backbones.get(spec.backbone, spec.alpha)
     shape = (spec.image_size, spec.image_size, 3)
     pooling = None if spec.pooling == "grid" else spec.pooling
-    if spec.layer == LAST_LAYER:  # the whole network, pooled by Keras itself
-        return keras.applications.ResNet50(include_top=False, weights=weights, pooling=pooling, input_shape=shape)
-    base = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=shape)
+    whole = spec.layer == backbone.last_layer
+    base = backbone.build(weights, shape, spec.alpha, pooling if whole else None)
+    if whole and (pooling or not spec.grid_side or base.output.shape[1] <= spec.grid_side):
+        return base  # the whole network, pooled by Keras itself
     try:
         maps = base.get_layer(spec.layer).output
     except ValueError:
-        raise DataError(f"features.layer={spec.layer!r}: not a ResNet50 layer; use e.g. conv3_block4_out, "
-                        f"conv4_block6_out or {LAST_LAYER}") from None
+        raise DataError(f"features.layer={spec.layer!r}: not a {backbone.name} layer; use e.g. "
+                        f"{backbone.layers}") from None
     if pooling:
         pooled = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
         maps = pooled[pooling](name=f"{pooling}_pool")(maps)
@@ -153,7 +158,8 @@ def _resnet50(spec: EncoderSpec, weights: str | None) -> keras.Model:
         # the decoder attends over few regions (14 per side: 2x2 blocks; 3: blocks of ~10 that overlap
         # by one, so the whole map is covered even when the side does not divide it).
         maps = keras.layers.AdaptiveMaxPooling2D(spec.grid_side, name="grid_pool")(maps)
-    return keras.Model(base.input, maps, name=f"resnet50_{spec.layer}")
+    prefix = "resnet50" if spec.backbone == "resnet50" else f"{spec.backbone}_{spec.alpha}"
+    return keras.Model(base.input, maps, name=f"{prefix}_{spec.layer}")
 
 
 def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) -> keras.Model:
@@ -163,34 +169,37 @@ def build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) -> 
 
 
 def _build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) -> keras.Model:
-    """The frozen ResNet50 encoder of `spec`: its output at `spec.layer`, pooled to one vector per
+    """The frozen encoder of `spec`: the backbone's output at `spec.layer`, pooled to one vector per
     image, or the unpooled feature map for grid pooling.
 
     `weights_file` (a saved encoder) takes precedence over `spec.weights`: that is how captioning
     reuses the training encoder bit for bit.
     """
     if weights_file is not None:
-        model = _resnet50(spec, None)
+        model = _cut(spec, None)
         model.load_weights(str(weights_file))
     elif spec.weights == "none":
         keras.utils.set_random_seed(spec.seed)  # the whole network is drawn, then cut: the same first
-        model = _resnet50(spec, None)           # blocks whichever layer is kept
+        model = _cut(spec, None)                # blocks whichever layer is kept
     elif spec.weights == "imagenet":
         try:
-            model = _resnet50(spec, "imagenet")
+            model = _cut(spec, "imagenet")
         except DataError:
             raise
         except Exception as e:  # network errors surface as many exception types
             raise DataError(
-                f"features.weights=imagenet: could not fetch the ImageNet ResNet50 weights ({type(e).__name__}: "
-                f"{e}). On a machine without internet set features.weights to a local .h5 weights file, "
-                "or to none for a random encoder") from None
+                f"features.weights=imagenet: could not fetch the ImageNet {spec.backbone} weights ({type(e).__name__}: "
+                f"{e}). On a machine without internet set features.weights to a local .h5 weights file "
+                "(../shared/weights/ holds MobileNetV2's), or to none for a random encoder") from None
     else:
-        path = Path(spec.weights)
-        if not path.is_file():
-            raise DataError(f"features.weights={spec.weights}: no such weights file; use imagenet, none or "
-                            "a path to ResNet50 (no top) weights")
-        model = _resnet50(spec, str(path))
+        backbones.check_weights_file(spec.weights, backbones.get(spec.backbone, spec.alpha))
+        try:
+            model = _cut(spec, str(spec.weights))
+        except DataError:
+            raise
+        except (ValueError, OSError) as e:
+            raise DataError(f"features.weights={spec.weights}: not {spec.backbone} (alpha {spec.alpha}, no top) "
+                            f"weights ({str(e).splitlines()[0][:200]}); check features.backbone and features.alpha") from None
     model.trainable = False
     return model
 
@@ -220,9 +229,10 @@ def as_regions(features):
     return features.reshape(len(features), -1, features.shape[-1]).astype(np.float16)
 
 
-def preprocess(images):
-    """ResNet50's own input preprocessing (RGB->BGR, ImageNet mean subtracted), as its weights expect."""
-    return keras.applications.resnet50.preprocess_input(images)
+def preprocess(images, backbone: str = "resnet50"):
+    """The backbone's own input preprocessing (ResNet50: RGB->BGR, ImageNet mean subtracted;
+    MobileNetV2: scaled to -1..1), as its weights expect."""
+    return backbones.BACKBONES[backbone].preprocess(images)
 
 
 @dataclass
@@ -264,17 +274,17 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int, on_error: C
 
 
 @functools.lru_cache(maxsize=4)
-def _forward(encoder, size: int):
+def _forward(encoder, size: int, backbone: str = "resnet50"):
     """The encoder's forward pass as one graph for every batch size (traced once per encoder:
     retracing ResNet50 for the last, smaller batch alone cost ~15 s)."""
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
     # float32 out whatever the compute precision, so stored features do not depend on it.
-    return tf.function(lambda x: tf.cast(encoder(preprocess(x), training=False), tf.float32),
+    return tf.function(lambda x: tf.cast(encoder(preprocess(x, backbone), training=False), tf.float32),
                        input_signature=signature)
 
 
 def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
-            progress: bool = True) -> ExtractionResult:
+            progress: bool = True, backbone: str = "resnet50") -> ExtractionResult:
     """Encode every readable image; returns names, features and the skipped images with reasons."""
     skipped: dict[str, str] = {}
 
@@ -282,7 +292,7 @@ def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
         skipped[Path(path).name] = why
         warnings.warn(f"skipping {why}", stacklevel=1)
 
-    forward = _forward(encoder, size)
+    forward = _forward(encoder, size, backbone)
     rows, chunks = [], []
     with tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
         for start, (ok, images) in zip(range(0, len(paths), batch_size),

@@ -1,4 +1,4 @@
-"""Stage 2: one 2048-d ResNet50 vector (or grid of region vectors) per image, and the encoder that made them (for captioning).
+"""Stage 2: one vector (or grid of region vectors) per image from the frozen backbone (ResNet50, MobileNetV2), and the encoder that made them (for captioning).
 
     python -m stages.features                    # every image -> data/features (the default pipeline)
     python -m stages.features --shard 3 --of 8   # shard 3 of 8 only -> data/feature_shards/3-of-8 (any machine)
@@ -32,7 +32,7 @@ def main() -> None:
     cfg = load_params()["features"]
     spec = features.EncoderSpec(weights=str(cfg["weights"]), image_size=cfg["image_size"], pooling=cfg["pooling"],
                                 seed=cfg["seed"], layer=cfg["layer"], precision=cfg["precision"],
-                                grid_side=cfg["grid_side"])
+                                grid_side=cfg["grid_side"], backbone=cfg["backbone"], alpha=cfg["alpha"])
     encoder = features.build_encoder(spec)
     if args.merge is not None:
         rows, skipped = feature_store.merge_stores([shard_dir(i, args.merge) for i in range(args.merge)], OUT)
@@ -43,7 +43,8 @@ def main() -> None:
             raise DataError(f"--of {shards}: the number of shards must be at least 1")
         out = OUT if args.shard is None else shard_dir(shard, shards)
         rows, skipped = feature_store.extract_to_store(encoder, [RAW / "images" / n for n in names], out,
-                                                       spec.image_size, cfg["batch_size"], shard, shards)
+                                                       spec.image_size, cfg["batch_size"], shard, shards,
+                                                       backbone=spec.backbone)
         if args.shard is not None:  # a shard's images and skips are in its directory; the merge writes the rest
             print(f"shard {shard} of {shards}: encoded {rows} images, skipped {len(skipped)}")
             return

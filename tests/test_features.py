@@ -145,5 +145,5 @@ def test_cut_encoder_is_the_same_network_up_to_its_layer(tmp_path):
 
 
 def test_unknown_layer_is_a_clear_error():
-    with pytest.raises(DataError, match="features.layer='conv9': not a ResNet50 layer"):
+    with pytest.raises(DataError, match="features.layer='conv9': not a resnet50 layer"):
         build_encoder(EncoderSpec(weights="none", image_size=64, pooling="grid", layer="conv9"))
