@@ -6,8 +6,8 @@ This trains the profile's model (256 units, 128-d embeddings, 7x7x1280 MobileNet
 real Flickr8k training captions (../shared, cleaned and tokenised as the pipeline does, words seen
 5+ times) with random features (the cost does not depend on their values), and prints captions/s
 for: the full length without XLA (Keras' CPU default), the length capped at --max-length tokens
-(text.max_length), XLA (jit_compile), both, and the capped length with a larger batch. All in one process, one after another, so the ratios compare like
-with like on a shared machine.
+(text.max_length), XLA (jit_compile), both, and the capped length with a larger batch. All in one
+process, one after another, so the ratios compare like with like on a shared machine.
 
     python -m benchmarks.flickr8k_training [--captions 3200] [--max-length 22]
 """

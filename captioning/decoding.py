@@ -19,6 +19,13 @@ Beam search, in the usual (fairseq-style) form:
   - a hard max length (vocab.max_length tokens, start included); an image whose beams never reach the
     end token returns its best unfinished beam instead of nothing.
 At beam size 1 this is exactly greedy decoding.
+
+What a person reads is clean, whatever the model prefers: a caption never holds <unk> (a word too
+rare to have been learnt), padding or a start token, and with `no_repeat` (the default) it never
+repeats itself. A word may not follow itself or the word before it ("a white and white dog"), and a
+pair of words may not come twice ("a white dog ... a white dog"), unless both are function words
+("in the water in the park"). The banned words get probability 0 before the choice, so greedy and
+beam search take the best caption that obeys the rules, not a cut-down bad one.
 """
 
 from __future__ import annotations
@@ -30,22 +37,60 @@ import numpy as np
 import tensorflow as tf
 
 from captioning import models
-from captioning.text import END, START, Vocabulary
+from captioning.text import END, PAD, START, UNK, Vocabulary
+
+# Words a caption may repeat: articles, prepositions, conjunctions, auxiliaries.
+FUNCTION_WORDS = frozenset("a an the in on of and with at to is are its his her their from by for into near "
+                           "up down over under while as".split())
 
 
 def decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 1, length_penalty: float = 0.0,
-           batch_size: int = 256) -> list[list[str]]:
+           batch_size: int = 256, no_repeat: bool = True) -> list[list[str]]:
     """Captions (words, without start/end tokens) by greedy decoding at beam size 1, else beam search."""
     if beam_size < 1:
         raise ValueError(f"evaluate.beam_size must be >= 1, got {beam_size}")
     if length_penalty < 0:
         raise ValueError(f"evaluate.length_penalty must be >= 0, got {length_penalty}")
     if beam_size == 1:
-        return greedy_decode(model, features, vocab, batch_size)
-    return beam_decode(model, features, vocab, beam_size, length_penalty, batch_size)
+        return greedy_decode(model, features, vocab, batch_size, no_repeat)
+    return beam_decode(model, features, vocab, beam_size, length_penalty, batch_size, no_repeat)
 
 
-def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: int = 256) -> list[list[str]]:
+def never_words(vocab: Vocabulary) -> tuple[int, ...]:
+    """Ids no caption may hold: padding, <unk> and the start token."""
+    return tuple(vocab.index[w] for w in (PAD, UNK, START))
+
+
+def function_words(vocab: Vocabulary) -> tuple[int, ...]:
+    return tuple(sorted(vocab.index[w] for w in FUNCTION_WORDS if w in vocab.index))
+
+
+def banned_next(prefixes: np.ndarray, step: int, vocab_size: int, never: tuple[int, ...],
+                function: tuple[int, ...] | None) -> np.ndarray:
+    """(n, vocab) True for the words position `step` may not take given the tokens before it
+    (start token in column 0): `never`, and with `function` (no_repeat) the two words before and
+    any word that would repeat a pair of words already in the caption, unless both are function words."""
+    n = len(prefixes)
+    banned = np.zeros((n, vocab_size), dtype=bool)
+    banned[:, list(never)] = True
+    if function is None or step < 2:
+        return banned
+    rows = np.arange(n)
+    banned[rows, prefixes[:, step - 1]] = True
+    if step >= 3:
+        banned[rows, prefixes[:, step - 2]] = True
+        is_function = np.zeros(vocab_size, dtype=bool)
+        is_function[list(function)] = True
+        last = prefixes[:, step - 1]
+        earlier, followers = prefixes[:, 1:step - 2], prefixes[:, 2:step - 1]  # pairs before the last word
+        repeats = (earlier == last[:, None]) & ~(is_function[last][:, None] & is_function[followers])
+        r, c = np.nonzero(repeats)
+        banned[r, followers[r, c]] = True
+    return banned
+
+
+def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: int = 256,
+                  no_repeat: bool = True) -> list[list[str]]:
     """The most likely next word, step by step, until the end token or max_length tokens.
 
     Returns the words of each caption, without start/end tokens. A model whose architecture decodes
@@ -58,31 +103,34 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
     index = vocab.index
     start, end = index[START], index[END]
     n, length = len(features), vocab.max_length
+    never, function = never_words(vocab), function_words(vocab) if no_repeat else None
     prefixes = np.zeros((n, length), dtype=np.int32)
     prefixes[:, 0] = start
     if _incremental(model):
         for first in range(0, n, batch_size):
-            _greedy_steps(model, features[first:first + batch_size], prefixes[first:first + batch_size], end)
+            _greedy_steps(model, features[first:first + batch_size], prefixes[first:first + batch_size], end,
+                          never, function)
         return [_words(row, vocab, end) for row in prefixes]
     done = np.zeros(n, dtype=bool)
     for step in range(1, length):
         if done.all():
             break
         probs = next_word_probs(model, features, prefixes, step, batch_size)
-        probs[:, 0] = 0.0  # never emit padding
+        probs[banned_next(prefixes, step, probs.shape[1], never, function)] = 0.0
         words = np.where(done, 0, probs.argmax(axis=1))  # finished captions stay padded
         prefixes[:, step] = words
         done |= words == end
     return [_words(row, vocab, end) for row in prefixes]
 
 
-def _greedy_steps(model, features: np.ndarray, prefixes: np.ndarray, end: int) -> None:
+def _greedy_steps(model, features: np.ndarray, prefixes: np.ndarray, end: int, never: tuple[int, ...],
+                  function: tuple[int, ...] | None) -> None:
     """Greedy decoding of one batch as one XLA graph (every decoder step of a caption, the argmax
     in between): fills `prefixes` (start token in column 0) in place. The batch is padded to a
     power of two, as in `_forward`."""
     n = len(features)
     size = 1 << (n - 1).bit_length()
-    decode_batch = _compiled_greedy(model, size, prefixes.shape[1], int(prefixes[0, 0]), end)
+    decode_batch = _compiled_greedy(model, size, prefixes.shape[1], int(prefixes[0, 0]), end, never, function)
     words = decode_batch(np.concatenate([features, np.repeat(features[:1], size - n, axis=0)]))
     prefixes[:, 1:] = np.asarray(words)[:n]
 
@@ -92,14 +140,38 @@ def _incremental(model) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_greedy(model: keras.Model, batch: int, length: int, start: int, end: int):
+def _compiled_greedy(model: keras.Model, batch: int, length: int, start: int, end: int, never: tuple[int, ...],
+                     function: tuple[int, ...] | None):
     """features (batch, ...) -> the next length - 1 tokens of each caption, greedily, as one XLA
-    graph per batch size: a Python loop around a compiled step paid ~0.4 ms per word in calls."""
-    return tf.function(functools.partial(_greedy_graph, models.of(model).incremental(model), length, start, end),
-                       jit_compile=True, autograph=False)
+    graph per batch size: a Python loop around a compiled step paid a call's overhead per word."""
+    return tf.function(functools.partial(_greedy_graph, models.of(model).incremental(model), length, start, end,
+                                         never, function), jit_compile=True, autograph=False)
 
 
-def _greedy_graph(incremental, length: int, start: int, end: int, features):
+def _banned_in_graph(words: list, vocab_size: int, never: tuple[int, ...], function: tuple[int, ...] | None):
+    """`banned_next` inside the greedy graph, as a (n, vocab) 0/1 mask to multiply the probabilities
+    with; `words` are the tokens generated so far, (n,) each."""
+    allowed = np.ones(vocab_size, np.float32)
+    allowed[list(never)] = 0.0
+    mask = tf.constant(allowed)[None, :]
+    if function is None or not words:
+        return mask
+    ban = tf.one_hot(words[-1], vocab_size)
+    if len(words) >= 2:
+        ban += tf.one_hot(words[-2], vocab_size)
+    if len(words) >= 3:
+        is_function = np.zeros(vocab_size, bool)
+        is_function[list(function)] = True
+        is_function = tf.constant(is_function)
+        earlier, followers = tf.stack(words[:-2], axis=1), tf.stack(words[1:-1], axis=1)  # pairs before the last word
+        both = tf.gather(is_function, words[-1])[:, None] & tf.gather(is_function, followers)
+        repeats = tf.cast(tf.equal(earlier, words[-1][:, None]) & ~both, tf.float32)
+        ban += tf.reduce_sum(tf.one_hot(followers, vocab_size) * repeats[..., None], axis=1)
+    return mask * tf.cast(tf.equal(ban, 0.0), tf.float32)
+
+
+def _greedy_graph(incremental, length: int, start: int, end: int, never: tuple[int, ...],
+                  function: tuple[int, ...] | None, features):
     begin, step = incremental
     state = begin(features)
     token = tf.fill([tf.shape(features)[0]], start)
@@ -107,7 +179,7 @@ def _greedy_graph(incremental, length: int, start: int, end: int, features):
     words = []
     for _ in range(1, length):
         probs, state = step(state, token)
-        probs = tf.concat([tf.zeros_like(probs[:, :1]), probs[:, 1:]], axis=1)  # never emit padding
+        probs = probs * _banned_in_graph(words, probs.shape[-1], never, function)
         token = tf.where(done, 0, tf.argmax(probs, axis=1, output_type=tf.int32))  # finished stay padded
         done = done | tf.equal(token, end)
         words.append(token)
@@ -115,11 +187,12 @@ def _greedy_graph(incremental, length: int, start: int, end: int, features):
 
 
 def beam_decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 3, length_penalty: float = 0.0,
-                batch_size: int = 256) -> list[list[str]]:
+                batch_size: int = 256, no_repeat: bool = True) -> list[list[str]]:
     """The caption with the best length-normalised log-probability found by beam search (see module doc)."""
     index = vocab.index
     start, end = index[START], index[END]
     n, length, k = len(features), vocab.max_length, beam_size
+    never, function = never_words(vocab), function_words(vocab) if no_repeat else None
     seqs = np.zeros((n, k, length), dtype=np.int32)  # live beams: start token, words so far, zeros
     seqs[:, :, 0] = start
     scores = np.full((n, k), -np.inf)  # sum of log-probabilities of each live beam
@@ -134,11 +207,11 @@ def beam_decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int =
         todo = np.flatnonzero(active)
         if todo.size == 0:
             break
-        probs = next_word_probs(model, np.repeat(features[todo], k, axis=0),
-                                seqs[todo].reshape(-1, length), step, batch_size)
+        prefixes = seqs[todo].reshape(-1, length)
+        probs = next_word_probs(model, np.repeat(features[todo], k, axis=0), prefixes, step, batch_size)
         with np.errstate(divide="ignore"):
             logp = np.log(probs.astype(np.float64))
-        logp[:, 0] = -np.inf  # never emit padding
+        logp[banned_next(prefixes, step, logp.shape[1], never, function)] = -np.inf
         vocab_size = logp.shape[1]
         candidates = (scores[todo][:, :, None] + logp.reshape(len(todo), k, vocab_size)).reshape(len(todo), -1)
         best = np.argpartition(-candidates, 2 * k - 1, axis=1)[:, : 2 * k] if candidates.shape[1] > 2 * k \

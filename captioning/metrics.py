@@ -67,6 +67,11 @@ def coco_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Seque
     return scores
 
 
+def caption_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]) -> dict[str, float]:
+    """What the literature reports for a split: BLEU-1..4, METEOR, ROUGE-L, CIDEr, and the human ceiling."""
+    return {**bleu(references, hypotheses), **coco_scores(references, hypotheses), **human_bleu(references)}
+
+
 def human_bleu(references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float]:
     """BLEU of the first reference of each image against the others: inter-annotator agreement."""
     usable = [refs for refs in references if len(refs) >= 2]

@@ -8,11 +8,11 @@ from captioning.decoding import decode
 from captioning.features import load_features
 from captioning.holdout import score_holdout
 from captioning.io import read_captions, read_json, write_json
-from captioning.metrics import (attention_localisation, attribute_accuracy, bleu, coco_scores, human_bleu,
-                                object_pairs, repeated_word_share)
+from captioning.metrics import (attention_localisation, attribute_accuracy, caption_scores, object_pairs,
+                                repeated_word_share)
 from captioning.models import load_model
 from captioning.sanity import blank_image_features
-from captioning.text import Vocabulary, references
+from captioning.text import UNK, Vocabulary, references
 from stages import load_params, run
 
 
@@ -24,13 +24,16 @@ def main() -> None:
     model = load_model("models/model.keras")
     names, feats = load_features("data/features", mmap=True)  # only the test rows are read
     rows = {n: i for i, n in enumerate(names)}
-    test = read_json("data/split.json")["test"]
+    split = read_json("data/split.json")
+    test, dev = split["test"], split["val"]
     refs = references(read_captions("data/clean/captions.csv"))
 
     test_feats = feats[[rows[i] for i in test]]
     predicted = decode(model, test_feats, vocab, **decoding)
-    test_refs = [refs[i] for i in test]
-    scores = {**bleu(test_refs, predicted), **coco_scores(test_refs, predicted), **human_bleu(test_refs)}
+    scores = caption_scores([refs[i] for i in test], predicted)
+    # The dev (validation) images chose the settings and the early stop; test scores stay unseen until here.
+    dev_predicted = decode(model, feats[[rows[i] for i in dev]], vocab, **decoding)
+    scores.update({f"dev_{k}": v for k, v in caption_scores([refs[i] for i in dev], dev_predicted).items()})
     captions = {image: " ".join(words) for image, words in zip(test, predicted)}
     has_truth = datasets.get(params["data"]["dataset"]).has_attribute_truth
     scenes = read_json("data/raw/scenes.json") if has_truth else {}
@@ -44,7 +47,8 @@ def main() -> None:
     scores.update(holdout_scores)
     blank_names, blank_feats = blank_image_features("models")
     blank = decode(model, blank_feats, vocab, **decoding)
-    scores.update(repeated_words=repeated_word_share(predicted), blank_repeated_words=repeated_word_share(blank))
+    scores.update(repeated_words=repeated_word_share(predicted), blank_repeated_words=repeated_word_share(blank),
+                  unk_captions=sum(UNK in words for words in predicted) / len(predicted))
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores.update(test_images=len(test), beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"])
 

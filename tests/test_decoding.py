@@ -86,7 +86,8 @@ def test_beam_1_is_greedy():
 def test_no_beam_ever_ends_returns_the_best_unfinished_caption_at_max_length(beam_size):
     never_ends = TableModel({}, fallback=("c", "c", "c", "a", "a"))  # c: 0.6, a: 0.4, end: 0
     for max_length in (2, 5):
-        captions = decode(never_ends, feats(3), vocab(max_length), beam_size=beam_size, length_penalty=0.7)
+        captions = decode(never_ends, feats(3), vocab(max_length), beam_size=beam_size, length_penalty=0.7,
+                          no_repeat=False)
         assert captions == [["c"] * (max_length - 1)] * 3  # max_length tokens, start included
 
 
@@ -112,9 +113,9 @@ LENGTHS = {(): {"a": 0.6, "b": 0.4},
 def test_length_normalisation_changes_the_choice():
     model = TableModel(LENGTHS)
     # alpha 0 ranks by raw probability: the short caption (-1.20 > -1.23).
-    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=0.0) == [["a"]]
+    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=0.0, no_repeat=False) == [["a"]]
     # alpha 1 ranks by log-probability per token: -1.23 / 4 = -0.31 beats -1.20 / 2 = -0.60.
-    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=1.0) == [["b", "c", "d"]]
+    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=1.0, no_repeat=False) == [["b", "c", "d"]]
 
 
 def test_batched_equals_one_image_at_a_time_and_is_one_model_call_per_step():
@@ -138,6 +139,62 @@ def test_a_model_that_predicts_every_position_decodes_the_same():
                                   step_model([feats(2), prefixes]))
     assert greedy_decode(seq_model, feats(), vocab()) == [["a"]]
     assert beam_decode(seq_model, feats(), vocab(), beam_size=3) == [["b"]]
+
+
+def test_a_caption_never_holds_unk_padding_or_start():
+    model = TableModel({(): {UNK: 0.5, START: 0.3, "a": 0.2}, ("a",): {PAD: 0.5, UNK: 0.3, END: 0.2}})
+    for beam_size in (1, 3):
+        for no_repeat in (True, False):
+            assert decode(model, feats(2), vocab(), beam_size=beam_size, no_repeat=no_repeat) == [["a"]] * 2
+
+
+class Words(TableModel):
+    """TableModel over a vocabulary of real words (what no_repeat treats differently)."""
+
+    def __init__(self, words: list[str], table):
+        super().__init__(table, fallback=(END,))
+        self.words = words
+
+    def __call__(self, inputs, training=False):
+        global WORDS
+        saved, WORDS = WORDS, self.words
+        try:
+            return super().__call__(inputs, training)
+        finally:
+            WORDS = saved
+
+
+REPEATING = [PAD, UNK, START, END, "a", "white", "dog", "and", "on", "in", "the", "grass", "park", "runs"]
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_no_repeat_takes_the_best_caption_that_does_not_repeat_itself(beam_size):
+    """A model that wants "a white and white dog runs on a white dog" gets its best caption that
+    repeats no word next to itself (or one apart) and no pair of words, but function-word pairs
+    ("in the ... in the") may come twice."""
+    table = {(): {"a": 1.0},
+             ("a",): {"white": 1.0},
+             ("a", "white"): {"and": 0.6, "dog": 0.4},
+             ("a", "white", "and"): {"white": 0.7, "dog": 0.3},
+             ("a", "white", "and", "white"): {"dog": 1.0},
+             ("a", "white", "and", "dog"): {"runs": 1.0},
+             ("a", "white", "dog"): {"runs": 1.0},
+             ("a", "white", "dog", "runs"): {"on": 1.0},
+             ("a", "white", "dog", "runs", "on"): {"a": 1.0},
+             ("a", "white", "dog", "runs", "on", "a"): {"white": 0.8, "grass": 0.2},
+             ("a", "white", "dog", "runs", "on", "a", "grass"): {END: 1.0},
+             ("a", "white", "and", "dog", "runs"): {"in": 1.0},
+             ("a", "white", "and", "dog", "runs", "in"): {"the": 1.0},
+             ("a", "white", "and", "dog", "runs", "in", "the"): {"grass": 1.0},
+             ("a", "white", "and", "dog", "runs", "in", "the", "grass"): {"in": 1.0},
+             ("a", "white", "and", "dog", "runs", "in", "the", "grass", "in"): {"the": 1.0},
+             ("a", "white", "and", "dog", "runs", "in", "the", "grass", "in", "the"): {"park": 1.0}}
+    words = Vocabulary(words=REPEATING, max_length=13)
+    model = Words(REPEATING, table)
+    free = decode(model, feats(), words, beam_size=beam_size, no_repeat=False)[0]
+    clean = decode(model, feats(), words, beam_size=beam_size)[0]
+    assert free == "a white and white dog".split()
+    assert clean == "a white and dog runs in the grass in the park".split()
 
 
 def test_bad_settings_are_refused():
