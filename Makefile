@@ -21,10 +21,12 @@ test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 	. $(BIN)/activate && pytest
 
 FLICKR8K ?=
-flickr8k: $(STAMP)  ## the real-photo profile (profiles/flickr8k.yaml) on a local copy: make flickr8k FLICKR8K=/path/to/copy
+EXP ?= flickr8k
+SET ?=
+flickr8k: $(STAMP)  ## the real-photo profile (profiles/flickr8k.yaml) on a local copy: make flickr8k FLICKR8K=/path/to/copy [EXP=name SET="train.seed=43 ..."]
 	@test -n "$(FLICKR8K)" || { echo "error: FLICKR8K is not set; make flickr8k FLICKR8K=/path/to/flickr8k (docs/flickr8k.md)" >&2; exit 1; }
-	. $(BIN)/activate && dvc exp run -n flickr8k $$(python -m scripts.profile_args profiles/flickr8k.yaml \
-	  data.flickr8k.local_dir=$(abspath $(FLICKR8K)))
+	. $(BIN)/activate && dvc exp run -n $(EXP) $$(python -m scripts.profile_args profiles/flickr8k.yaml \
+	  data.flickr8k.local_dir=$(abspath $(FLICKR8K)) $(SET))
 
 bench: $(STAMP)  ## throughput / timing figures quoted in the README
 	. $(BIN)/activate && python -m benchmarks.features_throughput && python -m benchmarks.pipeline_timing
