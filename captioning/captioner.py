@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from captioning import backbones
 from captioning.attention_maps import attention_figure, attention_for, caption_attention, is_attention_model
 from captioning.decoding import decode
 from captioning.features import MAX_PIXELS, _forward, as_regions, load_encoder, load_image
@@ -40,6 +41,23 @@ class Caption:
     @property
     def text(self) -> str:
         return " ".join(self.words)
+
+
+BACKBONE_NAMES = {"resnet50": "ResNet50", "mobilenet_v2": "MobileNetV2"}
+
+
+def summary(info: dict) -> str:
+    """describe()'s model in one line: "soft_attention over MobileNetV2 (alpha 0.5) features, trained
+    on flickr8k"; a randomly initialised encoder says so, an unrecorded dataset is "unknown"."""
+    encoder = info.get("encoder") or {}
+    backbone = encoder.get("backbone") or "resnet50"
+    name = BACKBONE_NAMES.get(backbone, backbone)
+    known = backbones.BACKBONES.get(backbone)
+    if encoder.get("alpha") is not None and known is not None and len(known.alphas) > 1:  # a width multiplier
+        name += f" (alpha {encoder['alpha']:g})"
+    if encoder.get("pretrained") is False:
+        name = f"randomly initialised {name}"
+    return f"{info.get('architecture', 'model')} over {name} features, trained on {info.get('dataset') or 'unknown'}"
 
 
 def saved_decoding(model_dir: Path) -> tuple[dict, str]:
@@ -81,13 +99,22 @@ class Captioner:
         return is_attention_model(self.model)
 
     def describe(self) -> dict:
-        """What this model is, for people: architecture, encoder, decoding and the MLflow run it came from."""
-        run = self.model_dir / "run.json"
-        run_id = json.loads(run.read_text(encoding="utf-8")).get("mlflow_run_id") if run.exists() else None
-        return {"architecture": self.model.name, "attention": self.has_attention, "pooling": self.spec.pooling,
-                "image_size": self.spec.image_size, "vocabulary": len(self.vocab.words), "run_id": run_id,
+        """What this model is, for people: architecture, encoder (backbone, width, layer, weights), the
+        dataset it was trained on, decoding, the MLflow run it came from, and `summary`, all of it in
+        one line ("soft_attention over MobileNetV2 (alpha 0.5) features, trained on flickr8k").
+
+        The run and dataset come from models/run.json, which the train stage writes; models trained
+        before it recorded the dataset (or without the file) say None."""
+        run = read_json(self.model_dir / "run.json") if (self.model_dir / "run.json").exists() else {}
+        spec = self.spec
+        info = {"architecture": self.model.name, "attention": self.has_attention, "pooling": spec.pooling,
+                "image_size": spec.image_size, "vocabulary": len(self.vocab.words),
+                "encoder": {"backbone": spec.backbone, "alpha": spec.alpha, "layer": spec.layer,
+                            "pretrained": spec.weights != "none"},
+                "dataset": run.get("dataset"), "run_id": run.get("mlflow_run_id"),
                 "decoding": {"beam_size": self.beam_size, "length_penalty": self.length_penalty,
                              "source": self.decoding_source}}
+        return {**info, "summary": summary(info)}
 
     def load(self, source: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
         """One image (path, bytes or binary file) as the encoder's input; DataError names `name`."""

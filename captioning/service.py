@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from captioning.attention_maps import attention_for
-from captioning.captioner import DECODING_FILE, Captioner
+from captioning.captioner import DECODING_FILE, Captioner, summary
 from captioning.decoding import decode
 from captioning.features import ImageTooLarge
 from captioning.io import DataError
@@ -273,7 +273,14 @@ def resolve_model(source: str) -> tuple[Path, dict]:
         config = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("model_config") or {}
         if "beam_size" in config:
             decoding.write_text(json.dumps({k: config[k] for k in ("beam_size", "length_penalty") if k in config}))
-    return model_dir, {"source": source, "name": name, "version": str(mv.version), "run_id": mv.run_id}
+    info = {"source": source, "name": name, "version": str(mv.version), "run_id": mv.run_id}
+    try:  # the dataset the run was tagged with (models logged before run.json recorded it)
+        dataset = client.get_run(mv.run_id).data.tags.get("dataset") if mv.run_id else None
+    except Exception:  # noqa: BLE001 (optional: the page then says the model's own run.json, or unknown)
+        dataset = None
+    if dataset:
+        info["dataset"] = dataset
+    return model_dir, info
 
 
 # -----------------------------------------------------------------------------
@@ -302,6 +309,7 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
     batcher = MicroBatcher(captioner, batching, limits.max_queue)
     captioner.max_pixels = limits.max_pixels
     model = {"source": str(captioner.model_dir), **captioner.describe(), **(model_info or {})}
+    model["summary"] = summary(model)  # model_info (a registry's run, say) may name the dataset
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -369,7 +377,7 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
             regions = result.attention.shape[-1]
             side = int(round(regions ** 0.5))
             answer["attention"] = {"grid": side, "weights": np.round(result.attention, 4).tolist()}
-        answer["model"] = {k: model.get(k) for k in ("architecture", "version", "run_id", "source")}
+        answer["model"] = {k: model.get(k) for k in ("architecture", "dataset", "version", "run_id", "source")}
         answer["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return answer
 

@@ -60,7 +60,7 @@ def main() -> None:
     if not chief:
         print(f"worker done: val_loss {min(history['val_loss']):.4f}")
         return
-    write_json("models/run.json", {"mlflow_run_id": mlflow_run.info.run_id})
+    write_json("models/run.json", {"mlflow_run_id": mlflow_run.info.run_id, "dataset": data["dataset"]})
     training.write_history("metrics/history.csv", history)
     write_json("metrics/train.json", summary := training.summary(history, seconds))
     reports.learning_curves("metrics/history.csv", "plots/learning_curves.png")

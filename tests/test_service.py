@@ -63,8 +63,13 @@ def assert_still_serving(http, url, odd_inputs):
 
 def test_health_describes_the_model_and_limits(http, url, trained_repo):
     health = http.get(f"{url}/health").json()
-    run_id = json.loads((trained_repo / "models/run.json").read_text())["mlflow_run_id"]
-    assert health["model"]["architecture"] == "merge_bilstm" and health["model"]["run_id"] == run_id
+    run = json.loads((trained_repo / "models/run.json").read_text())
+    assert run["dataset"] == "shapes"  # the train stage records what the model learnt from
+    assert health["model"]["architecture"] == "merge_bilstm" and health["model"]["run_id"] == run["mlflow_run_id"]
+    assert health["model"]["dataset"] == "shapes"
+    assert health["model"]["encoder"] == {"backbone": "resnet50", "alpha": 1.0, "layer": "conv5_block3_out",
+                                          "pretrained": False}
+    assert health["model"]["summary"] == "merge_bilstm over randomly initialised ResNet50 features, trained on shapes"
     assert health["model"]["decoding"]["beam_size"] == 3  # from models/decoding.json
     assert health["limits"]["max_bytes"] == LIMITS.max_bytes
 
@@ -76,6 +81,7 @@ def test_caption_equals_the_evaluate_stage_and_the_cli(http, url, trained_repo):
     served = [post_raw(http, url, p.read_bytes(), "image/png").json() for p in images]
     assert [s["caption"] for s in served] == [s["prediction"] for s in samples]
     assert all(s["beam_size"] == 3 and s["attention"] is None for s in served)
+    assert served[0]["model"]["architecture"] == "merge_bilstm" and served[0]["model"]["dataset"] == "shapes"
     cli = subprocess.run([sys.executable, "-m", "captioning", "caption", "--json", *map(str, images)],
                          cwd=trained_repo, capture_output=True, text=True)
     assert [json.loads(line)["caption"] for line in cli.stdout.splitlines()] == [s["prediction"] for s in samples]

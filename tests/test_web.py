@@ -68,7 +68,10 @@ def test_page_uploads_an_image_and_shows_its_caption(browser, trained_repo, samp
                               headers={"content-type": "image/jpeg"}, timeout=60).json()["caption"]
         shown = upload_and_read(browser, url, sample_images[3])
         assert shown == (expected or "(empty caption)")  # a 2-epoch model may end at once
-        assert "merge_bilstm" in browser.find_element(By.ID, "model").text
+        # Which model and what it learnt from, in one line (GET /health's model.summary).
+        assert browser.find_element(By.ID, "about").text == \
+            "merge_bilstm over randomly initialised ResNet50 features, trained on shapes"
+        assert "beam 3" in browser.find_element(By.ID, "model").text
         assert browser.find_element(By.ID, "attention").is_displayed() is False  # no attention in this model
         browser.save_screenshot(str(tmp_path / "page.png"))
         # A bad file: the page says why, in one line, and the next upload works again.

@@ -12,12 +12,14 @@ async function loadHealth() {
     const origin = m.version ? `${m.name} v${m.version}` : (m.source || "local model");
     const run = m.run_id ? ` · run ${m.run_id.slice(0, 8)}` : "";
     const dec = m.decoding;
-    $("model").textContent = `${m.architecture} · ${origin}${run} · beam ${dec.beam_size}` +
+    // What it is and what it learnt from: "soft_attention over MobileNetV2 (alpha 0.5) features, trained on flickr8k".
+    $("about").textContent = m.summary || `${m.architecture}, trained on ${m.dataset || "unknown"}`;
+    $("model").textContent = `${origin}${run} · beam ${dec.beam_size}` +
       (dec.beam_size > 1 ? `, length penalty ${dec.length_penalty}` : "");
     $("beam").value = dec.beam_size;
     $("beam").max = health.max_beam_size;
   } catch (e) {
-    $("model").textContent = "model information unavailable";
+    $("about").textContent = "model information unavailable";
   }
 }
 
