@@ -36,7 +36,7 @@ def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_si
     cells, labels, owner, looked = [], [], [], []
     for start in range(0, len(scenes), batch_size):
         batch = scenes[start:start + batch_size]
-        grids = np.asarray(encoder(preprocess(render(batch, size)), training=False), np.float32)  # (n, side, side, C)
+        grids = np.asarray(encoder(preprocess(render(batch, size), "resnet50"), training=False), np.float32)  # (n, side, side, C)
         for k, (scene, grid) in enumerate(zip(batch, grids)):
             for obj in scene["objects"]:
                 # The image is squashed to a square, so the cell is the centre's fraction of each side.

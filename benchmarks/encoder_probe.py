@@ -73,7 +73,7 @@ def layer_outputs(encoder, scenes: list[dict], size: int, batch_size: int = 32) 
 
     @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
     def forward(x):
-        maps = multi(preprocess(x), training=False)
+        maps = multi(preprocess(x, "resnet50"), training=False)
         grids = [tf.nn.max_pool2d(maps[0], 2, 2, "VALID"), *maps[1:]]
         return [(tf.reduce_max(m, [1, 2]), tf.reduce_mean(m, [1, 2]), g) for m, g in zip(maps, grids)]
 

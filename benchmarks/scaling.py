@@ -62,7 +62,7 @@ def precision(args) -> None:
     x = tf.random.uniform((32, 224, 224, 3), 0, 255, seed=0)
     forward = {}
     for p in ("float32", "bfloat16"):
-        forward[p] = _forward(build_encoder(EncoderSpec(weights="none", image_size=224, seed=1, precision=p)), 224)
+        forward[p] = _forward(build_encoder(EncoderSpec(weights="none", image_size=224, seed=1, precision=p)), 224, "resnet50")
         forward[p](x)  # trace and warm up
     rates = {p: [] for p in forward}
     for _ in range(args.rounds):
@@ -93,7 +93,7 @@ def precision(args) -> None:
     images = np.stack([np.asarray(shapes.render_scene(s).resize((size, size)), np.float32) for s in scenes])
     accs = {}
     for p in ("float32", "bfloat16"):
-        f = _forward(build_encoder(EncoderSpec(weights="none", image_size=size, seed=42, precision=p)), size)
+        f = _forward(build_encoder(EncoderSpec(weights="none", image_size=size, seed=42, precision=p)), size, "resnet50")
         feats = np.concatenate([f(images[i:i + 32]).numpy() for i in range(0, len(images), 32)])
         x = StandardScaler().fit_transform(feats)
         classifier = LogisticRegression(max_iter=3000, C=0.1)
@@ -124,9 +124,9 @@ def measure_features(paths: list[str], out: str) -> dict:
     from captioning.features import EncoderSpec, build_encoder
 
     encoder = build_encoder(EncoderSpec(weights="none", image_size=224, seed=42))
-    extract_to_store(encoder, paths[:32], Path(out) / "warm", 224, 32, progress=False)  # trace
+    extract_to_store(encoder, paths[:32], Path(out) / "warm", 224, 32, progress=False, backbone="resnet50")  # trace
     start = time.perf_counter()
-    extract_to_store(encoder, paths, Path(out) / "store", 224, 32, progress=False)
+    extract_to_store(encoder, paths, Path(out) / "store", 224, 32, progress=False, backbone="resnet50")
     return {"seconds_per_image": (time.perf_counter() - start) / len(paths), "rss_mb": peak_rss_mb()}
 
 

@@ -90,9 +90,9 @@ def features_rate(model_dir: Path, paths: list[Path], batch_size: int = 32) -> f
 
     spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
     encoder = build_encoder(spec, weights_file=model_dir / "encoder.weights.h5")
-    extract(encoder, paths[:batch_size], spec.image_size, batch_size, progress=False)
+    extract(encoder, paths[:batch_size], spec.image_size, batch_size, progress=False, backbone=spec.backbone)
     start = time.perf_counter()
-    extract(encoder, paths, spec.image_size, batch_size, progress=False)
+    extract(encoder, paths, spec.image_size, batch_size, progress=False, backbone=spec.backbone)
     return len(paths) / (time.perf_counter() - start)
 
 

@@ -239,8 +239,8 @@ def shard_range(num_images: int, batch_size: int, shard: int, shards: int) -> ra
 
 
 def extract_to_store(encoder, paths: Sequence[Path], out_dir: Path, size: int, batch_size: int,
-                     shard: int = 0, shards: int = 1, progress: bool = True,
-                     backbone: str = "resnet50") -> tuple[int, dict[str, str]]:
+                     shard: int = 0, shards: int = 1, progress: bool = True, *,
+                     backbone: str) -> tuple[int, dict[str, str]]:
     """Encode shard `shard` of `shards` of `paths` into a store at out_dir (atomically).
 
     Returns (rows written, skipped image -> why). Rows are exactly those the single-process run

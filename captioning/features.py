@@ -229,7 +229,7 @@ def as_regions(features):
     return features.reshape(len(features), -1, features.shape[-1]).astype(np.float16)
 
 
-def preprocess(images, backbone: str = "resnet50"):
+def preprocess(images, backbone: str):
     """The backbone's own input preprocessing (ResNet50: RGB->BGR, ImageNet mean subtracted;
     MobileNetV2: scaled to -1..1), as its weights expect."""
     return backbones.BACKBONES[backbone].preprocess(images)
@@ -274,7 +274,7 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int, on_error: C
 
 
 @functools.lru_cache(maxsize=4)
-def _forward(encoder, size: int, backbone: str = "resnet50"):
+def _forward(encoder, size: int, backbone: str):
     """The encoder's forward pass as one graph for every batch size (traced once per encoder:
     retracing ResNet50 for the last, smaller batch alone cost ~15 s)."""
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
@@ -284,8 +284,10 @@ def _forward(encoder, size: int, backbone: str = "resnet50"):
 
 
 def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
-            progress: bool = True, backbone: str = "resnet50") -> ExtractionResult:
-    """Encode every readable image; returns names, features and the skipped images with reasons."""
+            progress: bool = True, *, backbone: str) -> ExtractionResult:
+    """Encode every readable image; returns names, features and the skipped images with reasons.
+    `backbone` (the spec's) chooses the input preprocessing: required, because the wrong one
+    (ResNet50's caffe pixels into MobileNetV2) still runs and gives junk features."""
     skipped: dict[str, str] = {}
 
     def on_error(path: Path, why: str) -> None:

@@ -29,5 +29,5 @@ def blank_image_features(model_dir: str | Path, batch_size: int = 32) -> tuple[l
         for name, (size, rgb) in BLANK_IMAGES.items():
             Image.new("RGB", (size, size), rgb).save(Path(tmp) / name)
             paths.append(Path(tmp) / name)
-        result = features.extract(encoder, paths, spec.image_size, batch_size, progress=False)
+        result = features.extract(encoder, paths, spec.image_size, batch_size, progress=False, backbone=spec.backbone)
     return result.names, result.features

@@ -119,3 +119,22 @@ def test_pretrained_features_carry_what_the_photos_show(shared_weights, sample_i
     pretrained, random = mean_auc(str(shared_weights / HALF)), mean_auc("none")
     assert pretrained > 0.65, pretrained
     assert random < 0.6, random
+
+
+def test_blank_images_are_encoded_with_the_saved_encoders_own_preprocessing(shared_weights, tmp_path):
+    """evaluate's blank images (and the held-out scenes) go through the saved encoder as the CLI's
+    do: a MobileNetV2 model's blank white image becomes -1..1 pixels, not ResNet50's caffe ones."""
+    from captioning.features import _forward, as_regions
+    from captioning.sanity import BLANK_IMAGES, blank_image_features
+
+    spec = mobilenet(str(shared_weights / SMALL), pooling="grid", alpha=0.35)
+    save_encoder(tmp_path, spec, build_encoder(spec))
+    names, feats = blank_image_features(tmp_path)
+    assert sorted(names) == sorted(BLANK_IMAGES)
+    _, encoder = load_encoder(tmp_path)
+    white = np.full((1, 224, 224, 3), 255.0, np.float32)
+    got = feats[names.index("blank_white.png")].astype(np.float32)
+    right = as_regions(_forward(encoder, 224, "mobilenet_v2")(white).numpy())[0].astype(np.float32)
+    wrong = as_regions(_forward(encoder, 224, "resnet50")(white).numpy())[0].astype(np.float32)
+    np.testing.assert_allclose(got, right, atol=1e-2)
+    assert np.abs(got - wrong).mean() > 0.1

@@ -40,14 +40,15 @@ def images(tmp_path_factory, sample_images):
 def test_sharded_extraction_merges_to_the_bytes_of_the_single_run(tmp_path, images, pooling):
     encoder = build_encoder(EncoderSpec(weights="none", image_size=64, pooling=pooling, seed=5))
     with pytest.warns(UserWarning, match="truncated.jpg"):
-        rows, skipped = extract_to_store(encoder, images, tmp_path / "one", 64, batch_size=3, progress=False)
+        rows, skipped = extract_to_store(encoder, images, tmp_path / "one", 64, batch_size=3, progress=False, backbone="resnet50")
     assert rows == 7 and set(skipped) == {"truncated.jpg"}
     for shards in (2, 3):
         parts = [tmp_path / f"{i}-of-{shards}" for i in range(shards)]
         for i, part in reversed(list(enumerate(parts))):  # each shard its own run, in any order
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the unreadable image, reported again by its shard
-                extract_to_store(encoder, images, part, 64, 3, shard=i, shards=shards, progress=False)
+                extract_to_store(encoder, images, part, 64, 3, shard=i, shards=shards, progress=False,
+                                 backbone="resnet50")
         assert merge_stores(parts, tmp_path / f"merged{shards}") == (7, skipped)
         for name in (FEATURES, NAMES, "skipped.json"):
             assert (tmp_path / f"merged{shards}" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()

@@ -37,7 +37,7 @@ def test_extract_skips_bad_images_and_keeps_order(odd_images, sample_images):
              odd_images / "nope.jpg", sample_images[3]]
     encoder = build_encoder(EncoderSpec(weights="none", image_size=64, seed=1))
     with pytest.warns(UserWarning, match="truncated.jpg"):
-        result = extract(encoder, paths, 64, batch_size=2, progress=False)
+        result = extract(encoder, paths, 64, batch_size=2, progress=False, backbone="resnet50")
     assert result.names == [sample_images[2].name, "gray.jpg", sample_images[3].name]
     assert set(result.skipped) == {"truncated.jpg", "text.jpg", "nope.jpg"}
     assert result.features.shape == (3, 2048) and np.isfinite(result.features).all()

@@ -200,6 +200,80 @@ def test_render_is_a_pure_function_of_the_scene_json():
     assert arr[:20, :20].std() > 0.5
 
 
+# -- other drawing styles (benchmarks/shapes_styles.py) ------------------------------
+
+def lone(shape: str, colour: str = "red", shadow: int = 0) -> dict:
+    """A one-object scene on a plain grey background, large and centred, for pixel counts."""
+    return {"width": 220, "height": 180, "shadow": shadow, "relation": None, "noise_seed": 3,
+            "background": {"kind": "plain", "colour": [120, 120, 120], "colour2": [120, 120, 120],
+                           "direction": "horizontal", "grain": 3.0},
+            "objects": [{"colour": colour, "shape": shape, "size": "large", "place": "centre", "x": 110, "y": 90,
+                         "extent": 120, "rgb": list(shapes.COLOURS[colour])}]}
+
+
+def coverage(image: Image.Image, rgb, tol: float = 40) -> int:
+    """Pixels within `tol` (RGB distance) of `rgb`."""
+    return int((np.linalg.norm(np.asarray(image, np.float32) - np.array(rgb, np.float32), axis=-1) < tol).sum())
+
+
+def test_training_style_is_the_training_renderer_and_styles_are_pure():
+    scene, _ = scenes_and_captions(1, seed=11)[0]
+    assert np.array_equal(np.asarray(shapes.render_styled(scene, "training")), np.asarray(shapes.render_scene(scene)))
+    again = json.loads(json.dumps(scene))
+    for style in shapes.STYLES:
+        image = shapes.render_styled(scene, style)
+        assert image.mode == "RGB" and image.size == (scene["width"], scene["height"])
+        assert np.array_equal(np.asarray(image), np.asarray(shapes.render_styled(again, style)))
+    with pytest.raises(ValueError, match="unknown style"):
+        shapes.render_styled(scene, "watercolour")
+
+
+def test_clean_style_is_flat_shapes_on_white_without_shadow_or_grain():
+    scene = lone("square", shadow=5)
+    arr = np.asarray(shapes.render_styled(scene, "clean"))
+    assert (arr[:20, :20] == 255).all()  # white, not grainy
+    assert (arr[90, 110] == shapes.COLOURS["red"]).all()  # exactly the paint: no grain, no blur
+    square = 2 * 0.43 * 120  # _outline's square side
+    assert abs(coverage(Image.fromarray(arr), shapes.COLOURS["red"], tol=1) - square ** 2) < 0.05 * square ** 2
+    # Only white and red: the shadow is gone.
+    assert len(np.unique(arr.reshape(-1, 3), axis=0)) == 2
+
+
+@pytest.mark.parametrize("shape", shapes.SHAPES)
+def test_outline_style_paints_a_rim_and_leaves_the_inside_as_background(shape):
+    scene = lone(shape, colour="blue")
+    filled = shapes.render_styled(scene, "training")
+    rim = shapes.render_styled(scene, "outline")
+    blue = shapes.COLOURS["blue"]
+    # A rim of a tenth of the extent covers a real part of the shape, but far from all of it.
+    assert 0.2 * coverage(filled, blue) < coverage(rim, blue) < 0.75 * coverage(filled, blue)
+    assert np.linalg.norm(patch_mean(rim, 110, 90, 4) - 120) < 10  # background grey at the centre
+    assert np.linalg.norm(patch_mean(filled, 110, 90, 4) - blue) < 10
+
+
+def test_rotated_style_turns_polygons_keeps_their_area_and_leaves_circles_alone():
+    circle = lone("circle")
+    assert np.array_equal(np.asarray(shapes.render_styled(circle, "rotated")), np.asarray(shapes.render_scene(circle)))
+    square = lone("square", colour="green")
+    upright, turned = shapes.render_scene(square), shapes.render_styled(square, "rotated")
+    green = shapes.COLOURS["green"]
+    assert abs(coverage(turned, green) - coverage(upright, green)) < 0.05 * coverage(upright, green)
+    # Turned by 15-85% of 90 degrees: a corner of the upright square is background now.
+    h = 0.43 * 120 - 4
+    corners = [np.linalg.norm(patch_mean(turned, 110 + dx, 90 + dy, 2) - green) for dx in (-h, h) for dy in (-h, h)]
+    assert max(corners) > 80
+
+
+def test_striped_style_alternates_the_colour_with_white_inside_the_shape():
+    scene = lone("square", colour="purple")
+    striped = shapes.render_styled(scene, "striped")
+    inside = np.asarray(striped, np.float32)[60:120, 80:140].reshape(-1, 3)
+    purple = np.linalg.norm(inside - shapes.COLOURS["purple"], axis=1) < 40
+    white = np.linalg.norm(inside - 255, axis=1) < 40
+    assert 0.35 < purple.mean() < 0.65 and 0.3 < white.mean() < 0.65  # stripes of both, about half each
+    assert np.linalg.norm(patch_mean(striped, 10, 10, 5) - 120) < 10  # the background is the training one
+
+
 # -- captions ------------------------------------------------------------------------
 
 def test_five_different_captions_that_name_every_object():
