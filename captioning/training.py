@@ -16,10 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from captioning import distribute, models
-from captioning.decoding import greedy_decode
 from captioning.feature_store import FeatureStore, feature_batches
 from captioning.io import DataError, atomic_path
-from captioning.metrics import bleu
 from captioning.models.base import Architecture, feature_norm
 
 
@@ -34,7 +32,6 @@ class TrainConfig:
     patience: int
     lr_schedule: str  # constant | cosine (decays to 0 over all epochs' steps)
     clipnorm: float | None  # clip each gradient's norm; None: no clipping
-    early_stopping: str  # val_loss | val_bleu4 (greedy-decodes the validation images)
     strategy: str = "default"  # default | mirrored | multi_worker (captioning/distribute.py)
     features_in_memory_mb: int = 1024  # bigger feature stores are read from disk per batch (feature_store.py)
     captions_per_image: int | None = None  # teacher forcing: captions of each image drawn per epoch; None: all
@@ -42,8 +39,6 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise DataError(f"params.yaml train.lr_schedule={self.lr_schedule!r}: use constant or cosine")
-        if self.early_stopping not in ("val_loss", "val_bleu4"):
-            raise DataError(f"params.yaml train.early_stopping={self.early_stopping!r}: use val_loss or val_bleu4")
         if self.strategy not in ("default", "mirrored", "multi_worker"):
             raise DataError(f"params.yaml train.strategy={self.strategy!r}: use default, mirrored or multi_worker")
         if self.captions_per_image is not None and (type(self.captions_per_image) is not int
@@ -60,20 +55,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.Adam(lr, clipnorm=config.clipnorm)
 
 
-def bleu_callback(model, features: np.ndarray, references: list[list[list[str]]], vocab,
-                  batch_size: int = 256) -> keras.callbacks.Callback:
-    """Adds val_bleu4 to each epoch's logs: greedy captions of the validation images vs their references.
-
-    Must come before EarlyStopping in the callback list, so the value exists when it is checked.
-    """
-    class ValBleu(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            predicted = greedy_decode(model, features, vocab, batch_size)
-            logs["val_bleu4"] = bleu(references, predicted)["bleu4"]
-
-    return ValBleu()
-
-
 class EpochTimer(keras.callbacks.Callback):
     """Adds each epoch's wall time and learning rate to its logs."""
 
@@ -87,8 +68,7 @@ class EpochTimer(keras.callbacks.Callback):
 
 def fit(model: keras.Model, arch: Architecture, train_ds, val_ds, config: TrainConfig, callbacks=(),
         steps_per_epoch: int = 0) -> dict[str, list[float]]:
-    """Adam + the architecture's loss; early stopping on `config.early_stopping` restores the best
-    weights (`callbacks` must then provide val_bleu4).
+    """Adam + the architecture's loss; early stopping on the validation loss restores the best weights.
 
     Fits the architecture's trainer when it has one (the same layers, taking its batches' shape), so
     `model`, the one saved and decoded with, ends with the trained weights either way.
@@ -99,8 +79,7 @@ def fit(model: keras.Model, arch: Architecture, train_ds, val_ds, config: TrainC
         if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             distribute.fit_multi_worker_with_keras3(model)
     model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=arch.loss, metrics=arch.metrics)
-    stop = keras.callbacks.EarlyStopping(monitor=config.early_stopping, patience=config.patience,
-                                         mode="min" if config.early_stopping == "val_loss" else "max",
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, mode="min",
                                          restore_best_weights=True, verbose=1)
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=2,
                         callbacks=[EpochTimer(), *callbacks, stop])

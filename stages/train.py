@@ -8,8 +8,8 @@ import numpy as np
 
 from captioning import distribute, models, reports, tracking, training
 from captioning.feature_store import FeatureStore
-from captioning.io import atomic_path, read_captions, read_json, write_json
-from captioning.text import Vocabulary, references
+from captioning.io import atomic_path, read_json, write_json
+from captioning.text import Vocabulary
 from stages import load_params, run
 
 
@@ -40,11 +40,6 @@ def main() -> None:
     print(f"{steps} steps per epoch over {len(train_seqs)} captions, vocabulary {vocab.size}, "
           f"strategy {cfg.strategy} ({strategy.num_replicas_in_sync} replicas)")
     callbacks = [tracking.epoch_logger()] if chief else []
-    if cfg.early_stopping == "val_bleu4":
-        val_refs = references(read_captions("data/clean/captions.csv"))
-        val_images = sorted(set(read_json("data/split.json")["val"]) & set(rows))
-        callbacks.insert(0, training.bleu_callback(model, store.read([rows[i] for i in val_images]),
-                                                   [val_refs[i] for i in val_images], vocab))
 
     data = params["data"]
     downloaded = data[data["dataset"]] or {}  # a URL names where the data came from; generated data has none

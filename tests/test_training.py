@@ -8,8 +8,7 @@ from captioning.models import load_model, merge_bilstm
 from captioning.models.base import feature_norm
 from captioning.training import VARIANCE_FLOOR, TrainConfig, adapt_features
 
-TRAIN = dict(seed=0, epochs=1, batch_size=8, learning_rate=0.01, patience=1, lr_schedule="constant", clipnorm=None,
-             early_stopping="val_loss")
+TRAIN = dict(seed=0, epochs=1, batch_size=8, learning_rate=0.01, patience=1, lr_schedule="constant", clipnorm=None)
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "2"])
