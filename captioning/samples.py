@@ -19,20 +19,14 @@ import tensorflow as tf
 from keras import ops
 
 from captioning.feature_store import feature_lookup
-from captioning.io import DataError
 
 
-def prefix_pairs(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True,
-                 captions_per_image: int | None = None):
+def prefix_pairs(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True):
     """A tf.data pipeline of ((features, prefix), next_word) batches.
 
     sequences: (n, max_length) int32, zero-padded captions; image_rows: (n,) row of each caption's
     image in `features` (num_images, dim): an array, or a FeatureStore read per batch.
-    Every prefix of every caption, every epoch: `captions_per_image` is for teacher forcing only.
     """
-    if captions_per_image is not None:
-        raise DataError(f"params.yaml train.captions_per_image={captions_per_image}: merge_bilstm trains on "
-                        f"every caption's prefixes each epoch; set it to null")
     max_length = sequences.shape[1]
     lookup = feature_lookup(features)
 
@@ -57,8 +51,7 @@ def prefix_pairs(sequences, image_rows, features, batch_size: int, seed: int, sh
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def image_caption_batches(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True,
-                          captions_per_image: int | None = None):
+def image_caption_batches(sequences, image_rows, features, batch_size: int, seed: int, shuffle: bool = True):
     """A tf.data pipeline of ((features, tokens), targets) batches for teacher forcing, grouped by image.
 
     One sample is one image with its captions: features (n, ...) and tokens (n, k, max_length), k
@@ -68,20 +61,13 @@ def image_caption_batches(sequences, image_rows, features, batch_size: int, seed
     `batch_size` counts captions, so a batch holds batch_size // k images. Features (float16 grid
     or float32 vectors) are gathered per batch from one shared table, or read per batch from disk
     when `features` is a FeatureStore.
-
-    With `captions_per_image` (and shuffle) each epoch draws that many of each image's captions
-    afresh, so a batch of the same size holds more images and an epoch costs what that many
-    captions per image cost; over the epochs each caption is drawn k/K of the time.
     """
     lookup = feature_lookup(features)
     images, tokens = captions_by_image(sequences, image_rows)
-    per_image = tokens.shape[1]
     ds = tf.data.Dataset.from_tensor_slices((images.astype(np.int32), tokens))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        if captions_per_image is not None and captions_per_image < per_image:
-            ds, per_image = draw_captions(ds, captions_per_image, seed + 1), captions_per_image
-    ds = ds.batch(images_per_batch(batch_size, per_image))
+    ds = ds.batch(images_per_batch(batch_size, tokens.shape[1]))
     ds = ds.map(lambda r, s: ((lookup(r), s), tf.pad(s[..., 1:], [[0, 0], [0, 0], [0, 1]])),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -98,20 +84,6 @@ def captions_by_image(sequences: np.ndarray, image_rows: np.ndarray) -> tuple[np
     tokens = np.zeros((len(images), counts.max(), sequences.shape[1]), dtype=np.int32)
     tokens[caption_image, slot] = sequences
     return images, tokens
-
-
-def draw_captions(ds: tf.data.Dataset, k: int, seed: int) -> tf.data.Dataset:
-    """(image, tokens (K, T)) -> (image, tokens (k, T)): k of the image's real captions, drawn anew
-    every epoch (seeded; images with fewer than k keep them all and pad with empty ones)."""
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-
-    def draw(sample, draw_seed):
-        image, tokens = sample
-        score = tf.random.stateless_uniform([tf.shape(tokens)[0]], seed=tf.stack([draw_seed, 0]))
-        score += tf.cast(tf.reduce_all(tf.equal(tokens, 0), axis=1), score.dtype)  # empty captions last
-        return image, tf.gather(tokens, tf.argsort(score)[:k])
-
-    return tf.data.Dataset.zip(ds, draws).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def masked_crossentropy(targets, probs):
@@ -133,18 +105,15 @@ def count_pairs(sequences: np.ndarray) -> int:
     return int(np.maximum((sequences != 0).sum(axis=1) - 1, 0).sum())
 
 
-def prefix_pair_steps(sequences: np.ndarray, image_rows: np.ndarray, batch_size: int,
-                      captions_per_image: int | None = None) -> int:
+def prefix_pair_steps(sequences: np.ndarray, image_rows: np.ndarray, batch_size: int) -> int:
     """Batches per epoch of `prefix_pairs`."""
     return -(-count_pairs(sequences) // batch_size)
 
 
-def image_caption_steps(sequences: np.ndarray, image_rows: np.ndarray, batch_size: int,
-                        captions_per_image: int | None = None) -> int:
+def image_caption_steps(sequences: np.ndarray, image_rows: np.ndarray, batch_size: int) -> int:
     """Batches per epoch of `image_caption_batches`: images, not captions, batch_size // k at a time."""
     images, counts = np.unique(image_rows, return_counts=True)
-    per_image = counts.max() if captions_per_image is None else min(captions_per_image, counts.max())
-    return -(-len(images) // images_per_batch(batch_size, per_image))
+    return -(-len(images) // images_per_batch(batch_size, counts.max()))
 
 
 def images_per_batch(batch_size: int, captions_per_image: int) -> int:

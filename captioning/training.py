@@ -34,17 +34,12 @@ class TrainConfig:
     clipnorm: float | None  # clip each gradient's norm; None: no clipping
     strategy: str = "default"  # default | mirrored | multi_worker (captioning/distribute.py)
     features_in_memory_mb: int = 1024  # bigger feature stores are read from disk per batch (feature_store.py)
-    captions_per_image: int | None = None  # teacher forcing: captions of each image drawn per epoch; None: all
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise DataError(f"params.yaml train.lr_schedule={self.lr_schedule!r}: use constant or cosine")
         if self.strategy not in ("default", "mirrored", "multi_worker"):
             raise DataError(f"params.yaml train.strategy={self.strategy!r}: use default, mirrored or multi_worker")
-        if self.captions_per_image is not None and (type(self.captions_per_image) is not int
-                                                    or self.captions_per_image < 1):
-            raise DataError(f"params.yaml train.captions_per_image={self.captions_per_image!r}: use a whole "
-                            f"number >= 1, or null for every caption")
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:

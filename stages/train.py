@@ -33,10 +33,9 @@ def main() -> None:
 
     keras.utils.set_random_seed(cfg.seed)
     model = training.build_model(arch, settings, vocab.size, vocab.max_length, feats, train_rows, strategy)
-    train_ds = arch.batches(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed,
-                            captions_per_image=cfg.captions_per_image)
+    train_ds = arch.batches(train_seqs, train_rows, feats, cfg.batch_size, cfg.seed)
     val_ds = arch.batches(val_seqs, val_rows, feats, cfg.batch_size, cfg.seed, shuffle=False)  # every caption
-    steps = arch.steps_per_epoch(train_seqs, train_rows, cfg.batch_size, cfg.captions_per_image)
+    steps = arch.steps_per_epoch(train_seqs, train_rows, cfg.batch_size)
     print(f"{steps} steps per epoch over {len(train_seqs)} captions, vocabulary {vocab.size}, "
           f"strategy {cfg.strategy} ({strategy.num_replicas_in_sync} replicas)")
     callbacks = [tracking.epoch_logger()] if chief else []

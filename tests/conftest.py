@@ -186,7 +186,6 @@ def copy_of(repo: Path, dest: Path) -> Path:
 ATTENTION = {**TINY, "features.layer": "conv3_block4_out", "features.pooling": "grid", "features.grid_side": 4,
              "model.architecture": "soft_attention",
              "train.lr_schedule": "cosine", "train.clipnorm": 1.0,
-             "train.captions_per_image": 2,  # each epoch draws 2 of an image's 5 captions, end to end
              "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
              "data.shapes.holdout_images": 6}
 

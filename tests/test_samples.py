@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from captioning.io import DataError
 from captioning.samples import (image_caption_batches, image_caption_steps, masked_crossentropy, prefix_pair_steps,
                                 prefix_pairs)
 
@@ -61,42 +60,3 @@ def test_one_image_is_one_sample_but_many_prefix_pairs():
     images = sum(len(t) for _, t in image_caption_batches(SEQS, ROWS, feats, 2, seed=0, shuffle=False))
     pairs = sum(len(t) for _, t in prefix_pairs(SEQS, ROWS, feats, 2, seed=0, shuffle=False))
     assert images == 2 and pairs == 3 + 2 + 4
-
-
-def test_captions_per_image_draws_that_many_of_each_images_own_captions_afresh_each_epoch():
-    """train.captions_per_image: each epoch sees k captions per image, drawn anew, reproducibly by seed."""
-    seqs = np.zeros((28, 4), dtype=np.int32)
-    seqs[:, 0], seqs[:, 1] = 2, np.arange(28) + 10  # token 1 names the caption
-    rows = np.repeat(np.arange(6), 5)[:28].astype(np.int32)  # image 5 has only 3 captions
-    feats = np.arange(6, dtype=np.float32).reshape(6, 1)
-    ds = image_caption_batches(seqs, rows, feats, 4, seed=1, captions_per_image=2)
-
-    def epoch(dataset):
-        drawn = {}
-        for (f, tokens), targets in dataset:
-            assert tokens.shape[1:] == (2, 4) and len(f) <= 2  # batch_size 4 captions = 2 images of 2
-            np.testing.assert_array_equal(targets.numpy()[..., :-1], tokens.numpy()[..., 1:])
-            for image, caps in zip(f.numpy()[:, 0].astype(int), tokens.numpy()[:, :, 1]):
-                drawn[image] = sorted(caps - 10)
-        return drawn
-
-    first, second = epoch(ds), epoch(ds)
-    assert sorted(first) == list(range(6))  # every image, once per epoch
-    for image, captions in first.items():
-        assert len(set(captions)) == 2 and all(rows[c] == image for c in captions)  # two of its own, no empty one
-    assert first != second  # drawn afresh
-    assert epoch(image_caption_batches(seqs, rows, feats, 4, seed=1, captions_per_image=2)) == first  # seeded
-    assert image_caption_steps(seqs, rows, 4, captions_per_image=2) == 3
-
-
-def test_captions_per_image_beyond_what_an_image_has_keeps_every_caption():
-    feats = np.zeros((2, 4), dtype=np.float32)
-    every = [t.numpy() for (_, t), _ in image_caption_batches(SEQS, ROWS, feats, 2, seed=0)]
-    many = [t.numpy() for (_, t), _ in image_caption_batches(SEQS, ROWS, feats, 2, seed=0, captions_per_image=5)]
-    np.testing.assert_array_equal(every, many)
-    assert image_caption_steps(SEQS, ROWS, 2, captions_per_image=5) == image_caption_steps(SEQS, ROWS, 2)
-
-
-def test_prefix_pairs_refuse_captions_per_image_with_the_key_to_change():
-    with pytest.raises(DataError, match="train.captions_per_image=2.*null"):
-        prefix_pairs(SEQS, ROWS, np.zeros((2, 4), dtype=np.float32), 2, seed=0, captions_per_image=2)

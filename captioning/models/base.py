@@ -32,10 +32,10 @@ from captioning.io import DataError
 class Architecture:
     name: str
     build: Callable[..., keras.Model]  # (vocab_size, max_length, feature_shape, *, units, embedding_dim, dropout, ...)
-    batches: Callable[..., Any]  # (sequences, image_rows, features, batch_size, seed, shuffle=True, captions_per_image=None) -> tf.data
+    batches: Callable[..., Any]  # (sequences, image_rows, features, batch_size, seed, shuffle=True) -> tf.data
     loss: Any
     metrics: list[Any]
-    steps_per_epoch: Callable[..., int]  # (sequences, image_rows, batch_size, captions_per_image=None) -> batches
+    steps_per_epoch: Callable[..., int]  # (sequences, image_rows, batch_size) -> batches
     next_word: Callable[[np.ndarray, int], np.ndarray]  # (model output, step) -> (n, vocab) probabilities
     attention: Callable[[keras.Model], keras.Model] | None = None  # model -> its attention weights, if any
     trainer: Callable[[keras.Model], keras.Model] | None = None  # model -> the model `batches` trains, if not itself
