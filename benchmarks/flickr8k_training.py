@@ -44,8 +44,7 @@ def captions_per_second(seqs: np.ndarray, vocab_size: int, batch_size: int, jit:
     feats = np.random.default_rng(0).random((images, 49, 1280), dtype=np.float32).astype(np.float16)
     keras.utils.set_random_seed(0)
     model = arch.build(vocab_size, seqs.shape[1], feats.shape[1:], units=256, embedding_dim=128, dropout=0.3,
-                       attention_lambda=0.0, attention_entropy=0.0, attention_query="current", region_kernel=1,
-                       region_positions=False, region_grid=None)
+                       attention_lambda=0.0, attention_query="current", region_kernel=1)
     trainer = arch.trainer(model)
     config = TrainConfig(seed=0, epochs=1, batch_size=batch_size, learning_rate=1e-3, patience=1,
                          lr_schedule="constant", clipnorm=5.0)

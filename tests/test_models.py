@@ -10,7 +10,7 @@ import yaml
 from captioning import models
 from captioning.io import DataError
 from captioning.models import merge_bilstm, soft_attention
-from captioning.models.soft_attention import attention_model, attention_regulariser, mean_attention_entropy
+from captioning.models.soft_attention import attention_model, attention_regulariser
 
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -32,8 +32,8 @@ def test_every_model_setting_in_params_is_one_some_architecture_takes():
     """A misspelt key would be swallowed by every build (each ignores the others' settings): it is refused."""
     settings = yaml.safe_load(PARAMS.read_text())["model"]
     models.check_settings(settings)
-    with pytest.raises(DataError, match="model.region_grd: no architecture has this setting; use one of "):
-        models.check_settings({**settings, "region_grd": 3})
+    with pytest.raises(DataError, match="model.region_kernl: no architecture has this setting; use one of "):
+        models.check_settings({**settings, "region_kernl": 3})
 
 
 @pytest.mark.parametrize("name, shape, hint", [("merge_bilstm", (2, 2, 12), "features.pooling to avg, max or grid"),
@@ -137,28 +137,6 @@ def test_regulariser_counts_only_steps_that_produce_a_word():
     assert float(attention_regulariser(one_region, tokens)) == 2.0
 
 
-def test_attention_entropy_is_zero_for_one_region_and_log_r_when_spread_evenly():
-    tokens = np.array([[2, 5, 3, 0]], dtype="int32")  # steps 0 and 1 produce words
-    alphas = np.zeros((1, 4, 4), dtype="float32")
-    alphas[0, :2, 1] = 1.0  # the producing steps each look at one region
-    alphas[0, 2:] = 0.25  # the steps that produce nothing are spread out: not counted
-    assert abs(float(mean_attention_entropy(alphas, tokens))) < 1e-6
-    alphas[0, 1] = 0.25  # one producing step spread over 4 regions: mean of 0 and log 4
-    assert float(mean_attention_entropy(alphas, tokens)) == pytest.approx(np.log(4) / 2, rel=1e-5)
-
-
-def test_attention_entropy_is_added_to_the_training_loss_when_weighted():
-    feats = np.random.default_rng(2).normal(size=(3, 4, 12)).astype("float32")
-    model = soft_attention.build(20, 6, (4, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=0.0,
-                                 attention_entropy=0.5, region_kernel=1)
-    alphas = np.asarray(attention_model(model)([feats, TOKENS]))
-    model([feats, TOKENS])
-    assert float(model.losses[1]) == pytest.approx(0.5 * float(mean_attention_entropy(alphas, TOKENS)), rel=1e-4)
-    plain = small_attention(6)  # attention_entropy 0: the regulariser is its only added loss
-    plain([feats, TOKENS])
-    assert len(model.losses) == 2 and len(plain.losses) == 1
-
-
 def test_regulariser_is_added_to_the_training_loss():
     feats = np.random.default_rng(2).normal(size=(3, 4, 12)).astype("float32")
     with_reg, without = small_attention(6), small_attention(6)
@@ -176,20 +154,20 @@ def test_soft_attention_survives_save_and_load(tmp_path):
     np.testing.assert_allclose(np.asarray(loaded([feats, TOKENS[:2]])), np.asarray(model([feats, TOKENS[:2]])),
                                rtol=1e-6)
     assert attention_model(loaded)([feats, TOKENS[:2]]).shape == (2, 6, 4)
+    old = {**model.get_layer("decoder").get_config(), "entropy": 0.0}  # saved while model.attention_entropy existed
+    assert soft_attention.AttentionDecoder.from_config(old).get_config() == model.get_layer("decoder").get_config()
 
 
 @pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
 def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
-    """Both architectures read a grid through the trainable conv region encoder and its position
-    vectors: one training step (through the architecture's trainer, when it has one) changes both,
-    and the saved model predicts exactly as before."""
+    """Both architectures read a grid through the trainable conv region encoder: one training step
+    (through the architecture's trainer, when it has one) changes it, and the saved model predicts
+    exactly as before."""
     arch = models.get(name)
     model = arch.build(20, 6, (16, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=1.0,
-                       region_kernel=3, region_positions=True)
+                       region_kernel=3)
     region_conv = model.get_layer("image_encoder").get_layer("region_conv")
-    positions = model.get_layer("image_encoder").get_layer("region_positions")
-    assert region_conv.kernel.shape == (3, 3, 16, 16) and positions.positions.shape == (16, 16)
-    assert not np.any(positions.get_weights()[0])  # they start at zero: every place looks alike
+    assert region_conv.kernel.shape == (3, 3, 16, 16)
     rng = np.random.default_rng(4)
     feats = rng.normal(size=(8, 16, 12)).astype("float16")
     seqs = np.tile(TOKENS[2], (8, 1))
@@ -198,32 +176,10 @@ def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     trainee.compile(optimizer="adam", loss=arch.loss)
     trainee.fit(arch.batches(seqs, np.arange(8, dtype=np.int32) // 2, feats, 4, seed=0), epochs=1, verbose=0)
     assert not np.allclose(region_conv.get_weights()[0], before)
-    assert np.any(positions.get_weights()[0])
     model.save(tmp_path / "m.keras")
     loaded = models.load_model(tmp_path / "m.keras")
     inputs = [feats[:2].astype("float32"), TOKENS[:2]]
     np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(model(inputs)), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
-def test_region_grid_pools_the_stored_grid_with_a_learned_strided_conv(name):
-    """model.region_grid: a 6x6 stored grid becomes 3x3 encoded regions, each read from its 2x2
-    sub-cells by one conv (so soft_attention attends over 9 regions); a side it does not divide is refused."""
-    arch = models.get(name)
-    model = arch.build(20, 6, (36, 12), units=16, embedding_dim=8, dropout=0.0, region_kernel=1, region_grid=3)
-    encoder = model.get_layer("image_encoder")
-    assert encoder.get_layer("region_pool").kernel.shape == (2, 2, 16, 16)
-    assert encoder.output.shape == (None, 9, 16)
-    feats = np.random.default_rng(7).normal(size=(2, 36, 12)).astype("float32")
-    moved = feats.reshape(2, 6, 6, 12).copy()
-    moved[:, 4:, 4:] = 0  # only the bottom-right 2x2 block changes: only the last region may change
-    regions, after = (np.asarray(encoder(f)) for f in (feats, moved.reshape(2, 36, 12)))
-    np.testing.assert_allclose(regions[:, :8], after[:, :8], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(regions[:, 8], after[:, 8])
-    if name == "soft_attention":
-        assert attention_model(model)([feats, TOKENS[:2]]).shape == (2, 6, 9)
-    with pytest.raises(DataError, match="model.region_grid=3 must divide the stored grid's side 5"):
-        arch.build(20, 6, (25, 12), units=16, embedding_dim=8, dropout=0.0, region_grid=3)
 
 
 def test_encoded_regions_stay_in_range_however_far_out_the_features_are():

@@ -29,7 +29,7 @@ def get(name: str) -> Architecture:
 
 def check_settings(settings: dict) -> None:
     """Every params.yaml `model` key must be a setting of some architecture's `build`: each build
-    ignores the others' keys, so a misspelt one (`-S model.region_grd=3`) would otherwise change nothing."""
+    ignores the others' keys, so a misspelt one (`-S model.region_kernl=3`) would otherwise change nothing."""
     known = {name for arch in REGISTRY.values()
              for name, p in inspect.signature(arch.build).parameters.items() if p.kind is p.KEYWORD_ONLY}
     unknown = sorted(set(settings) - known - {"architecture"})

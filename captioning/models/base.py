@@ -23,9 +23,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import layers, ops
-
-from captioning.io import DataError
+from keras import layers
 
 
 @dataclass(frozen=True)
@@ -42,20 +40,7 @@ class Architecture:
     incremental: Callable[[keras.Model], tuple[Callable, Callable]] | None = None  # model -> (start, step) decoding one word at a time
 
 
-@keras.saving.register_keras_serializable(package="captioning")
-class RegionPositions(layers.Layer):
-    """Encoded regions (n, R, d) + one learned d-vector per grid position: attention can then choose a
-    place, not only a look, and the context it reads says where it looked ("on the left")."""
-
-    def build(self, input_shape):
-        self.positions = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="positions")
-
-    def call(self, regions):
-        return regions + ops.cast(self.positions, regions.dtype)
-
-
-def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, region_kernel: int = 3,
-                  region_positions: bool = False, region_grid: int | None = None) -> keras.Model:
+def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, region_kernel: int) -> keras.Model:
     """Frozen ResNet50 features -> normalised, regularised, `units` wide: one vector per image in,
     one vector out; regions (n, R, C) of a square grid in, R encoded regions out.
 
@@ -65,11 +50,7 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
     different scales; the Normalization layer is named feature_norm so training can adapt it on the
     training images (`feature_norm`). Regions pass a small trainable conv block (1x1, then
     region_kernel x region_kernel over the grid): a shape that spans several cells is read from its
-    neighbourhood, not one cell at a time. With region_grid the encoder also pools the stored grid to
-    region_grid x region_grid regions with a learned strided conv (region_pool), so each attended
-    region is read from the layout of its sub-cells, not from one max-pooled vector. With
-    region_positions each region also gets a learned vector for its place in the grid. Encoded
-    regions are layer-normalised (region_norm).
+    neighbourhood, not one cell at a time. Encoded regions are layer-normalised (region_norm).
     """
     features = keras.Input(shape=tuple(feature_shape), name="features")
     x = layers.Normalization(axis=-1, name="feature_norm")(features)
@@ -82,17 +63,8 @@ def image_encoder(feature_shape: tuple[int, ...], units: int, dropout: float, re
         raise ValueError(f"{regions} regions are not a square grid")
     x = layers.Reshape((side, side, channels))(x)
     x = layers.Conv2D(units, 1, activation="relu", name="region_mix")(x)
-    if region_grid is not None and region_grid != side:
-        if side % region_grid:
-            raise DataError(f"model.region_grid={region_grid} must divide the stored grid's side {side} "
-                            f"(features.grid_side): set one to a multiple of the other")
-        block = side // region_grid
-        x = layers.Conv2D(units, block, strides=block, activation="relu", name="region_pool")(x)
-        side = region_grid
     x = layers.Conv2D(units, region_kernel, padding="same", activation="relu", name="region_conv")(x)
     x = layers.Reshape((side * side, units), name="encoder")(x)
-    if region_positions:
-        x = RegionPositions(name="region_positions")(x)
     # Every encoded region rescaled to zero mean, unit variance: whatever the image, the decoder's
     # context stays in the range it was trained on. Without it a blank white image (normalised
     # features up to 11.6 standard deviations out) locked the decoder into "a single single single".

@@ -21,15 +21,14 @@ from captioning.samples import prefix_pair_steps, prefix_pairs
 
 
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
-          embedding_dim: int = 256, dropout: float = 0.5, region_kernel: int = 3, region_positions: bool = False,
-          region_grid: int | None = None, **_unused) -> keras.Model:
+          embedding_dim: int = 256, dropout: float = 0.5, region_kernel: int = 3, **_unused) -> keras.Model:
     """[features (n, C) or (n, R, C), prefix (n, max_length)] -> next-word probabilities (n, vocab_size)."""
     if len(feature_shape) not in (1, 2):
         raise DataError(f"model.architecture=merge_bilstm needs one vector or a grid of regions per image, "
                         f"the features are {tuple(feature_shape)}: set features.pooling to avg, max or grid")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     prefix = keras.Input(shape=(max_length,), dtype="int32", name="prefix")
-    image = image_encoder(feature_shape, units, dropout, region_kernel, region_positions, region_grid)(features)
+    image = image_encoder(feature_shape, units, dropout, region_kernel)(features)
     if len(feature_shape) == 2:  # the strongest response of each encoded channel, wherever it is
         image = layers.GlobalMaxPooling1D(name="region_max")(image)
 

@@ -17,8 +17,7 @@ Unlike merge_bilstm, one sample is one whole caption (teacher forcing): the mode
 Training feeds every caption of an image together (`grouped`): the region encoder then runs once
 per image instead of once per caption (a 64-caption step went from 678 to 384 ms on conv4 grids).
 The doubly stochastic regulariser lambda * sum_r (1 - sum_t alpha_t[r])^2 (over the steps that
-produce a word) pushes the decoder to look at every region at some point of the caption; the
-entropy penalty (model.attention_entropy) pushes each word to look at one region.
+produce a word) pushes the decoder to look at every region at some point of the caption.
 
 The decoder is one layer with a plain Python loop over the (static) caption length: simpler than
 a custom RNN cell (Keras 3's RNN no longer passes per-sample constants such as the regions), and
@@ -42,15 +41,16 @@ class AttentionDecoder(layers.Layer):
     """[regions (n, R, d), word embeddings (n, T, e), tokens (n, T)] -> (probs (n, T, V), alphas (n, T, R)).
 
     Attention weights at padding steps (token 0) are zeroed, so every real step's weights sum to 1
-    over the regions and padded steps sum to 0. Adds the doubly stochastic regulariser and the
-    attention entropy (weighted by `regulariser` and `entropy`) as losses.
+    over the regions and padded steps sum to 0. Adds the doubly stochastic regulariser (weighted by
+    `regulariser`) as a loss.
     """
 
     def __init__(self, vocab_size: int, units: int, attention_units: int, dropout: float = 0.0,
-                 regulariser: float = 1.0, entropy: float = 0.0, query_after_word: bool = False, **kwargs):
+                 regulariser: float = 1.0, query_after_word: bool = False, **kwargs):
+        kwargs.pop("entropy", None)  # models saved with model.attention_entropy (a training loss) still load
         super().__init__(**kwargs)
         self.vocab_size, self.units, self.attention_units = vocab_size, units, attention_units
-        self.dropout, self.regulariser, self.entropy = dropout, regulariser, entropy
+        self.dropout, self.regulariser = dropout, regulariser
         self.query_after_word = query_after_word
         self.init_h = layers.Dense(units, activation="tanh", name="init_h")
         self.init_c = layers.Dense(units, activation="tanh", name="init_c")
@@ -85,8 +85,6 @@ class AttentionDecoder(layers.Layer):
         real = ops.cast(ops.not_equal(tokens, 0), alphas.dtype)  # (n, T): step reads a real token
         alphas = alphas * ops.expand_dims(real, -1)
         self.add_loss(self.regulariser * attention_regulariser(alphas, tokens))
-        if self.entropy:
-            self.add_loss(self.entropy * mean_attention_entropy(alphas, tokens))
         return probs, alphas
 
     def initial_state(self, regions):
@@ -124,8 +122,7 @@ class AttentionDecoder(layers.Layer):
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units,
                 "attention_units": self.attention_units, "dropout": self.dropout,
-                "regulariser": self.regulariser, "entropy": self.entropy,
-                "query_after_word": self.query_after_word}
+                "regulariser": self.regulariser, "query_after_word": self.query_after_word}
 
 
 def attention_regulariser(alphas, tokens):
@@ -143,23 +140,9 @@ def attention_regulariser(alphas, tokens):
     return ops.sum(penalty) / ops.maximum(ops.sum(real), 1.0)
 
 
-def mean_attention_entropy(alphas, tokens):
-    """Mean entropy (nats) of the attention weights over the steps that produce a word.
-
-    Penalising it asks each word to look at one place: a context that blends the named object's
-    region with its neighbours reads a blend of their shapes. (Measured, README: worse at every
-    weight tried, 0.03 to 1.)
-    """
-    produces = ops.cast(ops.not_equal(tokens[:, 1:], 0), alphas.dtype)
-    produces = ops.pad(produces, [[0, 0], [0, 1]])
-    entropy = -ops.sum(alphas * ops.log(alphas + 1e-9), axis=-1)  # (n, T)
-    return ops.sum(entropy * produces) / ops.maximum(ops.sum(produces), 1.0)
-
-
 def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
           embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0,
-          attention_entropy: float = 0.0, attention_query: str = "previous", region_kernel: int = 3,
-          region_positions: bool = False, region_grid: int | None = None, **_unused) -> keras.Model:
+          attention_query: str = "previous", region_kernel: int = 3, **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
     if len(feature_shape) != 2:
         raise DataError(f"model.architecture=soft_attention needs region features, the features are "
@@ -168,10 +151,10 @@ def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, u
         raise DataError(f"params.yaml model.attention_query={attention_query!r}: use previous or current")
     features = keras.Input(shape=tuple(feature_shape), name="features")
     tokens = keras.Input(shape=(max_length,), dtype="int32", name="tokens")
-    regions = image_encoder(feature_shape, units, dropout, region_kernel, region_positions, region_grid)(features)
+    regions = image_encoder(feature_shape, units, dropout, region_kernel)(features)
     words = layers.Embedding(vocab_size, embedding_dim, name="embedding")(tokens)
     words = layers.Dropout(dropout, name="word_dropout")(words)
-    probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda, attention_entropy,
+    probs, _ = AttentionDecoder(vocab_size, units, units, dropout, attention_lambda,
                                 attention_query == "current", name="decoder")(
         [regions, words, tokens])
     return keras.Model([features, tokens], probs, name="soft_attention")
