@@ -158,7 +158,7 @@ def measure_train(store: str, mode: str, steps: int) -> dict:
     arch = models.get("merge_bilstm")
     feats = disk.load() if mode == "memory" else disk
     keras.utils.set_random_seed(0)
-    model = arch.build(64, 20, disk.row_shape, units=128, embedding_dim=64, dropout=0.3)
+    model = arch.build(64, 20, disk.row_shape, units=128, embedding_dim=64, dropout=0.3, region_kernel=3)
     if mode == "memory":
         adapt_features(model, feats)
     else:

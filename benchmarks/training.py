@@ -51,11 +51,12 @@ def run_one(architecture: str, args) -> dict:
         feats = rng.random((images, 2048), dtype=np.float32)
     keras.utils.set_random_seed(0)
     model = arch.build(vocab_size, max_length, feats.shape[1:], units=256, embedding_dim=128, dropout=0.3,
-                       attention_lambda=1.0)
+                       attention_lambda=1.0, attention_query="previous", region_kernel=3)
     train = arch.batches(seqs, rows, feats, args.batch_size, seed=0)
     val = arch.batches(seqs[: args.batch_size], rows[: args.batch_size], feats, args.batch_size, 0, shuffle=False)
     config = TrainConfig(seed=0, epochs=2, batch_size=args.batch_size, learning_rate=1e-3, patience=5,
-                         lr_schedule="constant", clipnorm=None)
+                         lr_schedule="constant", clipnorm=None,
+                         strategy="default", features_in_memory_mb=1024)
     history = fit(model, arch, train, val, config)
     seconds = history["epoch_seconds"][-1]  # the first epoch includes tracing
     return {"architecture": architecture, "captions": len(seqs), "steps": arch.steps_per_epoch(seqs, rows, args.batch_size),

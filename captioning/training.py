@@ -32,8 +32,8 @@ class TrainConfig:
     patience: int
     lr_schedule: str  # constant | cosine (decays to 0 over all epochs' steps)
     clipnorm: float | None  # clip each gradient's norm; None: no clipping
-    strategy: str = "default"  # default | mirrored | multi_worker (captioning/distribute.py)
-    features_in_memory_mb: int = 1024  # bigger feature stores are read from disk per batch (feature_store.py)
+    strategy: str  # default | mirrored | multi_worker (captioning/distribute.py)
+    features_in_memory_mb: int  # bigger feature stores are read from disk per batch (feature_store.py)
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):

@@ -85,6 +85,12 @@ TINY = {
 }
 
 
+def model_settings(**overrides) -> dict:
+    """Every setting a model's build() takes, tiny, for tests that build a model without params.yaml."""
+    return {"units": 16, "embedding_dim": 8, "dropout": 0.0, "region_kernel": 3, "attention_lambda": 1.0,
+            "attention_query": "previous", **overrides}
+
+
 def set_param(params: dict, dotted: str, value) -> None:
     *parents, leaf = dotted.split(".")
     for key in parents:

@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import model_settings
 
 from captioning.decoding import beam_decode, decode, greedy_decode, next_word_probs
 from captioning.models import merge_bilstm, soft_attention
@@ -73,7 +74,7 @@ def test_greedy_is_myopic_and_beam_3_finds_the_more_likely_caption():
 def test_beam_1_is_greedy():
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)  # the random model must give different images different captions
-    model = merge_bilstm.build(len(WORDS), 6, (3,), units=8, embedding_dim=4, dropout=0.0)
+    model = merge_bilstm.build(len(WORDS), 6, (3,), **model_settings(units=8, embedding_dim=4))
     x = rng.normal(size=(12, 3)).astype("float32") * 3
     greedy = greedy_decode(model, x, vocab())
     assert beam_decode(model, x, vocab(), beam_size=1, length_penalty=0.7) == greedy
@@ -120,7 +121,7 @@ def test_length_normalisation_changes_the_choice():
 
 def test_batched_equals_one_image_at_a_time_and_is_one_model_call_per_step():
     rng = np.random.default_rng(1)
-    model = merge_bilstm.build(len(WORDS), 7, (3,), units=8, embedding_dim=4, dropout=0.0)
+    model = merge_bilstm.build(len(WORDS), 7, (3,), **model_settings(units=8, embedding_dim=4))
     x = rng.normal(size=(6, 3)).astype("float32") * 3
     together = beam_decode(model, x, vocab(7), beam_size=3, length_penalty=0.7, batch_size=4)
     alone = [beam_decode(model, x[i:i + 1], vocab(7), beam_size=3, length_penalty=0.7)[0] for i in range(6)]
@@ -209,8 +210,7 @@ def test_soft_attention_decodes_one_word_at_a_time_with_the_whole_models_probabi
     """Greedy decoding carries soft_attention's LSTM state from word to word (Architecture.incremental)
     instead of rerunning the model over the prefix: same next-word probabilities, same captions."""
     keras.utils.set_random_seed(3)
-    model = soft_attention.build(len(WORDS), 6, (4, 12), units=16, embedding_dim=8, dropout=0.0,
-                                 attention_query=query)
+    model = soft_attention.build(len(WORDS), 6, (4, 12), **model_settings(attention_query=query))
     x = np.random.default_rng(0).normal(size=(5, 4, 12)).astype("float32")
     prefixes = np.zeros((5, 6), dtype="int32")
     prefixes[:, 0] = WORDS.index(START)

@@ -1,11 +1,13 @@
 """The caption models (captioning/models/): the registry, merge_bilstm and soft_attention."""
 
+import inspect
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import yaml
+from conftest import model_settings
 
 from captioning import models
 from captioning.io import DataError
@@ -17,7 +19,7 @@ PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def small_model(max_length: int):
-    return merge_bilstm.build(20, max_length, (12,), units=16, embedding_dim=8, dropout=0.0)
+    return merge_bilstm.build(20, max_length, (12,), **model_settings())
 
 
 def test_registry_finds_each_architecture_by_name_and_by_model():
@@ -36,11 +38,21 @@ def test_every_model_setting_in_params_is_one_some_architecture_takes():
         models.check_settings({**settings, "region_kernl": 3})
 
 
+def test_params_yaml_is_the_one_source_of_every_build_setting():
+    """No build() has a default of its own that could disagree with params.yaml: each setting is
+    keyword-only, required, and set in params.yaml's model section."""
+    settings = yaml.safe_load(PARAMS.read_text())["model"]
+    for arch in models.REGISTRY.values():
+        for name, p in inspect.signature(arch.build).parameters.items():
+            if p.kind is p.KEYWORD_ONLY:
+                assert p.default is p.empty and name in settings, f"{arch.name}.build({name})"
+
+
 @pytest.mark.parametrize("name, shape, hint", [("merge_bilstm", (2, 2, 12), "features.pooling to avg, max or grid"),
                                                ("soft_attention", (12,), "features.pooling=grid")])
 def test_each_architecture_names_the_features_it_needs(name, shape, hint):
     with pytest.raises(DataError, match=hint):
-        models.get(name).build(20, 6, shape, units=16, embedding_dim=8, dropout=0.0)
+        models.get(name).build(20, 6, shape, **model_settings())
 
 
 def test_output_is_a_distribution_over_the_vocabulary():
@@ -78,8 +90,7 @@ def test_prediction_depends_on_image_and_prefix():
 # -- soft_attention ------------------------------------------------------------------------------
 
 def small_attention(max_length: int, regions: int = 4):
-    return soft_attention.build(20, max_length, (regions, 12), units=16, embedding_dim=8, dropout=0.0,
-                                attention_lambda=1.0)
+    return soft_attention.build(20, max_length, (regions, 12), **model_settings())
 
 
 TOKENS = np.array([[2, 5, 3, 0, 0, 0], [2, 3, 0, 0, 0, 0], [2, 5, 6, 7, 8, 3]], dtype="int32")
@@ -115,8 +126,8 @@ def test_attention_query_says_whether_the_word_just_read_chooses_where_to_look(q
     word t + 1 (so changing word t moves step t's attention); with `previous` (the paper's order) it
     is the state from before word t, which cannot know it."""
     keras.utils.set_random_seed(8)
-    model = soft_attention.build(20, 6, (4, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=0.0,
-                                 region_kernel=1, attention_query=query)
+    model = soft_attention.build(20, 6, (4, 12), **model_settings(attention_lambda=0.0, region_kernel=1,
+                                                                  attention_query=query))
     feats = np.random.default_rng(8).normal(size=(1, 4, 12)).astype("float32")
     tokens = np.array([[2, 5, 6, 7, 8, 3]], dtype="int32")
     changed = tokens.copy()
@@ -164,8 +175,7 @@ def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     (through the architecture's trainer, when it has one) changes it, and the saved model predicts
     exactly as before."""
     arch = models.get(name)
-    model = arch.build(20, 6, (16, 12), units=16, embedding_dim=8, dropout=0.0, attention_lambda=1.0,
-                       region_kernel=3)
+    model = arch.build(20, 6, (16, 12), **model_settings())
     region_conv = model.get_layer("image_encoder").get_layer("region_conv")
     assert region_conv.kernel.shape == (3, 3, 16, 16)
     rng = np.random.default_rng(4)

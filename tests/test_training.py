@@ -1,6 +1,7 @@
 """The fit loop's helpers (captioning/training.py)."""
 
 import numpy as np
+from conftest import model_settings
 
 from captioning.models import load_model, merge_bilstm
 from captioning.models.base import feature_norm
@@ -13,7 +14,7 @@ def test_normalisation_floors_near_constant_channels(tmp_path):
     rng = np.random.default_rng(0)
     feats = rng.normal(5.0, 2.0, size=(64, 6)).astype("float32")
     feats[:, 0] = 1.0  # constant in training: variance 0
-    model = merge_bilstm.build(20, 5, (6,), units=8, embedding_dim=4, dropout=0.0)
+    model = merge_bilstm.build(20, 5, (6,), **model_settings(units=8, embedding_dim=4))
     adapt_features(model, feats)
     norm = feature_norm(model)
     variance = np.asarray(norm.variance).ravel()

@@ -29,7 +29,7 @@ from keras import layers
 @dataclass(frozen=True)
 class Architecture:
     name: str
-    build: Callable[..., keras.Model]  # (vocab_size, max_length, feature_shape, *, units, embedding_dim, dropout, ...)
+    build: Callable[..., keras.Model]  # (vocab_size, max_length, feature_shape, *, units, ...): settings have no defaults
     batches: Callable[..., Any]  # (sequences, image_rows, features, batch_size, seed, shuffle=True) -> tf.data
     loss: Any
     metrics: list[Any]

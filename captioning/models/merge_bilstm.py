@@ -20,8 +20,8 @@ from captioning.models.base import Architecture, image_encoder
 from captioning.samples import prefix_pair_steps, prefix_pairs
 
 
-def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
-          embedding_dim: int = 256, dropout: float = 0.5, region_kernel: int = 3, **_unused) -> keras.Model:
+def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int, embedding_dim: int,
+          dropout: float, region_kernel: int, **_unused) -> keras.Model:
     """[features (n, C) or (n, R, C), prefix (n, max_length)] -> next-word probabilities (n, vocab_size)."""
     if len(feature_shape) not in (1, 2):
         raise DataError(f"model.architecture=merge_bilstm needs one vector or a grid of regions per image, "

@@ -45,8 +45,8 @@ class AttentionDecoder(layers.Layer):
     `regulariser`) as a loss.
     """
 
-    def __init__(self, vocab_size: int, units: int, attention_units: int, dropout: float = 0.0,
-                 regulariser: float = 1.0, query_after_word: bool = False, **kwargs):
+    def __init__(self, vocab_size: int, units: int, attention_units: int, dropout: float,
+                 regulariser: float, query_after_word: bool, **kwargs):
         kwargs.pop("entropy", None)  # models saved with model.attention_entropy (a training loss) still load
         super().__init__(**kwargs)
         self.vocab_size, self.units, self.attention_units = vocab_size, units, attention_units
@@ -140,9 +140,8 @@ def attention_regulariser(alphas, tokens):
     return ops.sum(penalty) / ops.maximum(ops.sum(real), 1.0)
 
 
-def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int = 256,
-          embedding_dim: int = 128, dropout: float = 0.3, attention_lambda: float = 1.0,
-          attention_query: str = "previous", region_kernel: int = 3, **_unused) -> keras.Model:
+def build(vocab_size: int, max_length: int, feature_shape: tuple[int, ...], *, units: int, embedding_dim: int,
+          dropout: float, attention_lambda: float, attention_query: str, region_kernel: int, **_unused) -> keras.Model:
     """[features (n, R, feature_dim), tokens (n, max_length)] -> next-word probs (n, max_length, V)."""
     if len(feature_shape) != 2:
         raise DataError(f"model.architecture=soft_attention needs region features, the features are "
