@@ -12,6 +12,7 @@ image) is reported by name and skipped; it never stops the run.
 
 The encoder's weights are saved beside the model, so captioning a new image later uses exactly the
 weights the training features came from, also when they are randomly initialised (offline default).
+This module turns images into arrays; captioning/feature_store.py keeps them on disk.
 """
 
 from __future__ import annotations
@@ -283,30 +284,41 @@ def _forward(encoder, size: int, backbone: str):
                        input_signature=signature)
 
 
-def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
-            progress: bool = True, *, backbone: str) -> ExtractionResult:
-    """Encode every readable image; returns names, features and the skipped images with reasons.
-    `backbone` (the spec's) chooses the input preprocessing: required, because the wrong one
-    (ResNet50's caffe pixels into MobileNetV2) still runs and gives junk features."""
-    skipped: dict[str, str] = {}
+def empty_rows(encoder) -> np.ndarray:
+    """No rows, shaped and typed as `encode` gives the encoder's rows (for a set of no readable image)."""
+    return as_regions(np.zeros((1, *encoder.output_shape[1:]), np.float32))[:0]
 
+
+def encode(encoder, paths: Sequence[Path], size: int, batch_size: int, skipped: dict[str, str], *, backbone: str,
+           pad: bool = False, progress: bool = True, desc: str = "features") -> Iterator[tuple[list[str], np.ndarray]]:
+    """(names, features) of the readable images of each batch of `paths`, in order: float32 vectors,
+    or float16 region grids (`as_regions`: a vector per region, and ReLU activations keep ~3
+    significant digits). An unreadable image is warned about, added to `skipped` (name -> why) and
+    left out. `pad` runs the last batch at full size too (see `image_batches`).
+
+    `backbone` (the spec's) chooses the input preprocessing: required, because the wrong one
+    (ResNet50's caffe pixels into MobileNetV2) still runs and gives junk features.
+    """
     def on_error(path: Path, why: str) -> None:
         skipped[Path(path).name] = why
         warnings.warn(f"skipping {why}", stacklevel=1)
 
-    forward = _forward(encoder, size, backbone)
-    rows, chunks = [], []
-    with tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
-        for start, (ok, images) in zip(range(0, len(paths), batch_size),
-                                       image_batches(paths, size, batch_size, on_error)):
-            chunks.append(as_regions(forward(images).numpy())[ok])
-            rows.extend((start + np.flatnonzero(ok)).tolist())
-            bar.update(len(ok))
-        bar.update(len(paths) - bar.n)
-    feats = np.concatenate(chunks) if chunks else np.zeros((0, encoder.output_shape[-1]), np.float32)
-    # Region grids are 49x larger: float16 halves them (ReLU activations, ~3 significant digits kept).
-    feats = feats.astype(np.float16 if feats.ndim == 3 else np.float32)
-    return ExtractionResult([Path(paths[i]).name for i in rows], feats, skipped)
+    forward, seen = _forward(encoder, size, backbone), 0
+    with tqdm(total=len(paths), unit="img", desc=desc, disable=not progress) as bar:
+        for ok, images in image_batches(paths, size, batch_size, on_error, pad):
+            names, feats = [Path(paths[seen + i]).name for i in np.flatnonzero(ok)], forward(images).numpy()
+            seen = min(seen + len(ok), len(paths))
+            bar.update(seen - bar.n)
+            yield names, as_regions(feats)[ok]
+
+
+def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
+            progress: bool = True, *, backbone: str) -> ExtractionResult:
+    """Every readable image of `paths` encoded in memory (`encode`), with the skipped ones and why."""
+    skipped: dict[str, str] = {}
+    batches = list(encode(encoder, paths, size, batch_size, skipped, backbone=backbone, progress=progress))
+    return ExtractionResult([name for names, _ in batches for name in names],
+                            np.concatenate([feats for _, feats in batches] + [empty_rows(encoder)]), skipped)
 
 
 def save_features(out_dir: Path, result: ExtractionResult) -> None:

@@ -45,6 +45,13 @@ def test_extract_skips_bad_images_and_keeps_order(odd_images, sample_images):
     assert not np.allclose(result.features[0], result.features[2])
 
 
+def test_extract_of_no_readable_image_gives_rows_of_the_encoders_shape(odd_images):
+    encoder = build_encoder(EncoderSpec(weights="none", image_size=64, pooling="grid", seed=1))
+    with pytest.warns(UserWarning, match="text.jpg"):
+        result = extract(encoder, [odd_images / "text.jpg"], 64, progress=False, backbone="resnet50")
+    assert result.names == [] and result.features.shape == (0, 4, 2048) and result.features.dtype == np.float16
+
+
 def test_seeded_random_encoder_is_reproducible_and_saved_weights_are_identical(tmp_path, sample_images):
     spec = EncoderSpec(weights="none", image_size=32, seed=7)
     a = build_encoder(spec)
