@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -251,9 +250,8 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int, on_error: C
     with blank slots, so every batch has the same shape.
 
     A thread, not tf.data: TensorFlow releases the GIL while ResNet50 runs, so Pillow decodes the
-    next batch meanwhile. On the 2-core VM, tf.data's `from_generator` pipeline ran the stage at
-    half the bare forward pass (37 against 70 img/s); this runs at 0.9-0.97 of it, with the same
-    bytes out (`python -m benchmarks.features_throughput`).
+    next batch meanwhile: the stage runs close to the bare forward pass, where tf.data's
+    `from_generator` pipeline ran far below it on few cores (`python -m benchmarks.features_throughput`).
     """
     def decode(chunk: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
         slots = batch_size if pad else len(chunk)
@@ -319,20 +317,3 @@ def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
     batches = list(encode(encoder, paths, size, batch_size, skipped, backbone=backbone, progress=progress))
     return ExtractionResult([name for names, _ in batches for name in names],
                             np.concatenate([feats for _, feats in batches] + [empty_rows(encoder)]), skipped)
-
-
-def save_features(out_dir: Path, result: ExtractionResult) -> None:
-    """features.npy (plain array, no pickle) + images.json (row order)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "features.npy", result.features, allow_pickle=False)
-    (out_dir / "images.json").write_text(json.dumps(result.names) + "\n", encoding="utf-8")
-
-
-def load_features(feature_dir: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray]:
-    """(names, features); mmap=True maps the array read-only instead of reading it (bigger than RAM)."""
-    feature_dir = Path(feature_dir)
-    names = json.loads((feature_dir / "images.json").read_text(encoding="utf-8"))
-    feats = np.load(feature_dir / "features.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-    if len(names) != len(feats):
-        raise DataError(f"{feature_dir}: {len(names)} names but {len(feats)} feature rows; rerun the features stage")
-    return names, feats

@@ -23,7 +23,7 @@ from captioning.feature_store import (
     shard_range,
     write_store,
 )
-from captioning.features import EncoderSpec, build_encoder, load_features
+from captioning.features import EncoderSpec, build_encoder
 from captioning.io import DataError
 from captioning.samples import image_caption_batches, prefix_pairs
 
@@ -53,7 +53,8 @@ def test_sharded_extraction_merges_to_the_bytes_of_the_single_run(tmp_path, imag
         assert merge_stores(parts, tmp_path / f"merged{shards}") == (7, skipped)
         for name in (FEATURES, NAMES, "skipped.json"):
             assert (tmp_path / f"merged{shards}" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
-    names, feats = load_features(tmp_path / "one")  # the old reader still reads the store
+    store = FeatureStore.open(tmp_path / "one")
+    names, feats = store.names, store.load()
     assert names == [p.name for p in images if p.name != "truncated.jpg"]
     assert feats.dtype == (np.float16 if pooling == "grid" else np.float32) and np.isfinite(feats).all()
     assert feats.shape == ((7, 4, 2048) if pooling == "grid" else (7, 2048))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.features import EncoderSpec, build_encoder, extract, load_features, load_image, save_features
+from captioning.features import EncoderSpec, build_encoder, extract, load_image
 from captioning.io import DataError
 
 
@@ -68,15 +68,6 @@ def test_seeded_random_encoder_is_reproducible_and_saved_weights_are_identical(t
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="features.weights=.*no such weights file"):
         build_encoder(EncoderSpec(weights=str(tmp_path / "nope.h5"), image_size=32))
-
-
-def test_features_round_trip_without_pickle(tmp_path):
-    from captioning.features import ExtractionResult
-
-    result = ExtractionResult(["a.jpg", "b.jpg"], np.arange(4096, dtype=np.float32).reshape(2, 2048))
-    save_features(tmp_path, result)
-    names, feats = load_features(tmp_path)
-    assert names == ["a.jpg", "b.jpg"] and np.array_equal(feats, result.features)
 
 
 def test_imagenet_weights_unreachable_is_a_clear_error(monkeypatch):
