@@ -14,9 +14,9 @@ A store is a directory: `features.npy` (a plain .npy, no pickle, so `np.load` re
   position in the batch. `merge_stores` concatenates the shards: the merged store is byte-for-byte
   the single-process one;
 - `FeatureStore` is the reader: `load` (every row), `memmap`, `read(rows)` (just the requested rows,
-  with positioned reads, `os.pread`) and `lookup` (that inside tf.data). Rows are read through the
-  page cache rather than a memory map, because the pages of a map count into the process's RSS
-  once touched; the page cache is the kernel's to evict.
+  with positioned reads, `os.pread`); `feature_lookup` runs `read` inside tf.data. Rows are read
+  through the page cache rather than a memory map, because the pages of a map count into the
+  process's RSS once touched; the page cache is the kernel's to evict.
 """
 
 from __future__ import annotations
@@ -118,19 +118,6 @@ class FeatureStore:
         """The whole array memory-mapped read-only: index it like an ndarray, pay only for what is read."""
         return np.load(self.directory / FEATURES, mmap_mode="r", allow_pickle=False)
 
-    def lookup(self):
-        """A tf function (batch of int32 rows) -> float32 features of those rows, read from disk per
-        batch, for tf.data `map` (run in parallel: pread releases the GIL)."""
-        row_shape, dtype = self.row_shape, tf.as_dtype(self.dtype)
-        _return_big_blocks_to_the_os()
-
-        def gather(rows):
-            feats = tf.numpy_function(self.read, [rows], dtype, stateful=False)
-            feats.set_shape((None, *row_shape))
-            return tf.cast(feats, tf.float32)
-
-        return gather
-
 
 def _return_big_blocks_to_the_os() -> None:
     """Make glibc serve every block of 1 MiB or more with its own mmap, returned on free.
@@ -148,12 +135,20 @@ def _return_big_blocks_to_the_os() -> None:
 
 
 def feature_lookup(features):
-    """rows -> float32 features, for a tf.data pipeline: from disk per batch for a FeatureStore,
-    from one in-memory table (a tf.constant gather, the fastest) for an array."""
-    if isinstance(features, FeatureStore):
-        return features.lookup()
-    table = tf.constant(np.asarray(features))
-    return lambda rows: tf.cast(tf.gather(table, rows), tf.float32)
+    """A tf function (batch of int32 rows) -> float32 features of those rows, for tf.data `map`: read
+    from disk per batch for a FeatureStore (run in parallel: pread releases the GIL), gathered from
+    one in-memory table (a tf.constant, the fastest) for an array."""
+    if not isinstance(features, FeatureStore):
+        table = tf.constant(np.asarray(features))
+        return lambda rows: tf.cast(tf.gather(table, rows), tf.float32)
+    _return_big_blocks_to_the_os()
+
+    def gather(rows):
+        feats = tf.numpy_function(features.read, [rows], tf.as_dtype(features.dtype), stateful=False)
+        feats.set_shape((None, *features.row_shape))
+        return tf.cast(feats, tf.float32)
+
+    return gather
 
 
 def feature_batches(features, rows: np.ndarray, batch_size: int):
@@ -231,10 +226,9 @@ def _fits_v1(header: dict) -> bool:
 
 def write_store(out_dir: Path, batches: Iterable[tuple[Sequence[str], np.ndarray]],
                 skipped: dict[str, str] | None = None, empty: np.ndarray | None = None) -> int:
-    """A store at out_dir from (names, rows) batches, one batch in memory at a time (atomically).
-    Returns the rows written. `skipped` is written as skipped.json after the last batch (so
-    `features.encode` may still be filling it); None writes no skipped.json (held-out scenes have
-    none). `empty` (a zero-row array) gives row shape and dtype if no row comes."""
+    """A store at out_dir from (names, rows) batches, one batch in memory at a time (atomically);
+    returns the rows written. `skipped` becomes skipped.json after the last batch (`features.encode`
+    fills it meanwhile); None writes none (held-out scenes have none). `empty`: see `finish`."""
     names: list[str] = []
     with atomic_path(out_dir) as tmp, StoreWriter(tmp) as writer:
         for batch_names, rows in batches:
