@@ -23,7 +23,7 @@ from keras import ops
 from captioning.attention_maps import caption_attention
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
 from captioning.decoding import decode
-from captioning.features import load_features
+from captioning.feature_store import FeatureStore
 from captioning.io import read_json
 from captioning.metrics import attribute_accuracy
 from captioning.models import load_model, soft_attention
@@ -69,7 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     root = args.project
     vocab = Vocabulary.from_json(read_json(root / "models/vocab.json"))
-    names, feats = load_features(root / "data/features", mmap=True)
+    store = FeatureStore.open(root / "data/features")
+    names, feats = store.names, store.memmap()
     rows = {n: i for i, n in enumerate(names)}
     test = read_json(root / "data/split.json")["test"]
     test_feats = feats[[rows[i] for i in test]]
@@ -86,7 +87,8 @@ def main() -> None:
         share = right / max(right + wrong, 1)
         print(f"| {'on' if on else 'off'} the object's cell | {right} | {wrong} | {share:.2f} |")
 
-    held_names, held_feats = load_features(root / "data/holdout/features")
+    held = FeatureStore.open(root / "data/holdout/features")
+    held_names, held_feats = held.names, held.load()
     held_scenes = read_json(root / "data/holdout/scenes.json")
     print("\n| attention temperature (inference only) | attribute accuracy | held-out |\n|---|---|---|")
     for temperature in args.temperatures:

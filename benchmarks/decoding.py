@@ -19,7 +19,7 @@ import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
 from captioning.decoding import decode
-from captioning.features import load_features
+from captioning.feature_store import FeatureStore
 from captioning.io import read_captions, read_json
 from captioning.metrics import attribute_accuracy, bleu
 from captioning.text import Vocabulary, strip_tokens
@@ -36,7 +36,8 @@ def main() -> None:
 
     vocab = Vocabulary.from_json(read_json(root / "models/vocab.json"))
     model = keras.models.load_model(root / "models/model.keras")
-    names, feats = load_features(root / "data/features")
+    store = FeatureStore.open(root / "data/features")
+    names, feats = store.names, store.load()
     rows = {n: i for i, n in enumerate(names)}
     test = read_json(root / "data/split.json")["test"]
     x = feats[[rows[i] for i in test]]

@@ -30,7 +30,6 @@ from sklearn.model_selection import cross_val_score
 from captioning import models
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
 from captioning.feature_store import FeatureStore
-from captioning.features import load_features
 from captioning.io import read_captions, read_json
 from captioning.metrics import object_pairs
 from captioning.text import Vocabulary, clean, encode_padded
@@ -123,7 +122,8 @@ def main() -> None:
 
     holdout = root / "data/holdout"
     if read_json(holdout / "scenes.json"):
-        names, held_feats = load_features(holdout / "features")
+        held = FeatureStore.open(holdout / "features")
+        names, held_feats = held.names, held.load()
         captions = read_captions(holdout / "captions.csv")  # (image, caption) rows
         row = {n: i for i, n in enumerate(names)}
         sequences = encode_padded(vocab, [clean(c) for _, c in captions])

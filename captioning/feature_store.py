@@ -1,21 +1,22 @@
-"""Image features on disk, written and read a batch of rows at a time, so neither extraction nor
-training needs RAM for every image (COCO's 7x7 float16 grids are ~25 GB).
+"""Image features on disk: the one format, its one writer and its one reader. Rows are written and
+read a batch at a time, so neither extraction nor training needs RAM for every image (COCO's 7x7
+float16 grids are ~25 GB).
 
-The store is the directory the features stage always wrote: `features.npy` (a plain .npy, no
-pickle, so `np.load` and `np.load(mmap_mode="r")` keep working for every existing caller) and
-`images.json` (row order), plus `skipped.json` (unreadable images and why). What is new:
+A store is a directory: `features.npy` (a plain .npy, no pickle, so `np.load` reads it too),
+`images.json` (row order) and, from the features stage, `skipped.json` (unreadable images and why).
 
-- `StoreWriter` appends row batches to disk as they are computed and writes the .npy at the end;
+- `write_store` (on `StoreWriter`) is the writer: it appends row batches to disk as they are
+  computed, writes the .npy at the end and renames the directory into place only when complete;
 - `extract_to_store` is the features stage as one of N shards: shard i encodes a contiguous run of
   whole batches, and every image is encoded at the same batch position with the same batch size
   as in the single-process run (an unreadable image keeps its slot as a blank and its row is
   dropped), because oneDNN's ResNet50 result for an image depends on the batch size and on its
   position in the batch. `merge_stores` concatenates the shards: the merged store is byte-for-byte
   the single-process one;
-- `FeatureStore.read(rows)` reads just the requested rows with positioned reads (`os.pread`), and
-  `FeatureStore.lookup` puts that inside tf.data. Rows are read through the page cache rather than
-  a memory map, because the pages of a map count into the process's RSS once touched; the page
-  cache is the kernel's to evict.
+- `FeatureStore` is the reader: `load` (every row), `memmap`, `read(rows)` (just the requested rows,
+  with positioned reads, `os.pread`); `feature_lookup` runs `read` inside tf.data. Rows are read
+  through the page cache rather than a memory map, because the pages of a map count into the
+  process's RSS once touched; the page cache is the kernel's to evict.
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ import ctypes
 import json
 import os
 import shutil
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
+from captioning.features import empty_rows, encode
 from captioning.io import DataError, atomic_path
 
 FEATURES, NAMES, SKIPPED = "features.npy", "images.json", "skipped.json"
@@ -118,19 +118,6 @@ class FeatureStore:
         """The whole array memory-mapped read-only: index it like an ndarray, pay only for what is read."""
         return np.load(self.directory / FEATURES, mmap_mode="r", allow_pickle=False)
 
-    def lookup(self):
-        """A tf function (batch of int32 rows) -> float32 features of those rows, read from disk per
-        batch, for tf.data `map` (run in parallel: pread releases the GIL)."""
-        row_shape, dtype = self.row_shape, tf.as_dtype(self.dtype)
-        _return_big_blocks_to_the_os()
-
-        def gather(rows):
-            feats = tf.numpy_function(self.read, [rows], dtype, stateful=False)
-            feats.set_shape((None, *row_shape))
-            return tf.cast(feats, tf.float32)
-
-        return gather
-
 
 def _return_big_blocks_to_the_os() -> None:
     """Make glibc serve every block of 1 MiB or more with its own mmap, returned on free.
@@ -148,12 +135,20 @@ def _return_big_blocks_to_the_os() -> None:
 
 
 def feature_lookup(features):
-    """rows -> float32 features, for a tf.data pipeline: from disk per batch for a FeatureStore,
-    from one in-memory table (a tf.constant gather, the fastest) for an array."""
-    if isinstance(features, FeatureStore):
-        return features.lookup()
-    table = tf.constant(np.asarray(features))
-    return lambda rows: tf.cast(tf.gather(table, rows), tf.float32)
+    """A tf function (batch of int32 rows) -> float32 features of those rows, for tf.data `map`: read
+    from disk per batch for a FeatureStore (run in parallel: pread releases the GIL), gathered from
+    one in-memory table (a tf.constant, the fastest) for an array."""
+    if not isinstance(features, FeatureStore):
+        table = tf.constant(np.asarray(features))
+        return lambda rows: tf.cast(tf.gather(table, rows), tf.float32)
+    _return_big_blocks_to_the_os()
+
+    def gather(rows):
+        feats = tf.numpy_function(features.read, [rows], tf.as_dtype(features.dtype), stateful=False)
+        feats.set_shape((None, *features.row_shape))
+        return tf.cast(feats, tf.float32)
+
+    return gather
 
 
 def feature_batches(features, rows: np.ndarray, batch_size: int):
@@ -202,8 +197,10 @@ class StoreWriter:
             shutil.copyfileobj(f, self._raw, COPY_CHUNK)
         self.rows += rows
 
-    def finish(self, names: Sequence[str], skipped: dict[str, str], empty: np.ndarray | None = None) -> None:
-        """Write the store; `empty` (a zero-row array) gives row shape and dtype if no row came."""
+    def finish(self, names: Sequence[str], skipped: dict[str, str] | None,
+               empty: np.ndarray | None = None) -> None:
+        """Write the store (skipped.json unless `skipped` is None); `empty` (a zero-row array) gives
+        row shape and dtype if no row came."""
         self._raw.close()
         if len(names) != self.rows:
             raise ValueError(f"{len(names)} names for {self.rows} rows")
@@ -218,11 +215,27 @@ class StoreWriter:
             shutil.copyfileobj(raw, out, COPY_CHUNK)
         self._raw_path.unlink()
         (self.directory / NAMES).write_text(json.dumps(list(names)) + "\n", encoding="utf-8")
-        (self.directory / SKIPPED).write_text(json.dumps(skipped, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        if skipped is not None:
+            (self.directory / SKIPPED).write_text(json.dumps(skipped, indent=1, sort_keys=True) + "\n",
+                                                  encoding="utf-8")
 
 
 def _fits_v1(header: dict) -> bool:
     return len(repr(header)) < 65000  # numpy's own rule: version 1.0 headers are < 65535 bytes
+
+
+def write_store(out_dir: Path, batches: Iterable[tuple[Sequence[str], np.ndarray]],
+                skipped: dict[str, str] | None = None, empty: np.ndarray | None = None) -> int:
+    """A store at out_dir from (names, rows) batches, one batch in memory at a time (atomically);
+    returns the rows written. `skipped` becomes skipped.json after the last batch (`features.encode`
+    fills it meanwhile); None writes none (held-out scenes have none). `empty`: see `finish`."""
+    names: list[str] = []
+    with atomic_path(out_dir) as tmp, StoreWriter(tmp) as writer:
+        for batch_names, rows in batches:
+            writer.append(rows)
+            names += batch_names
+        writer.finish(names, skipped, empty)
+    return len(names)
 
 
 # -----------------------------------------------------------------------------
@@ -243,45 +256,15 @@ def extract_to_store(encoder, paths: Sequence[Path], out_dir: Path, size: int, b
                      backbone: str) -> tuple[int, dict[str, str]]:
     """Encode shard `shard` of `shards` of `paths` into a store at out_dir (atomically).
 
-    Returns (rows written, skipped image -> why). Rows are exactly those the single-process run
-    gives the same images (see the module docstring), in the same order.
+    Returns (rows written, skipped image -> why). Every batch runs at full size (padded), so rows
+    are exactly those the single-process run gives the same images (see the module docstring), in
+    the same order.
     """
-    from captioning.features import (  # the features stage's own forward pass
-        _forward,
-        as_regions,
-    )
-
     part = [Path(paths[i]) for i in shard_range(len(paths), batch_size, shard, shards)]
     skipped: dict[str, str] = {}
-
-    def on_error(path: Path, why: str) -> None:
-        skipped[Path(path).name] = why
-        warnings.warn(f"skipping {why}", stacklevel=1)
-
-    forward = _forward(encoder, size, backbone)
-    names: list[str] = []
-    with atomic_path(out_dir) as tmp:
-        with StoreWriter(tmp) as writer:
-            _encode_into(writer, part, names, forward, size, batch_size, on_error, shard, shards, progress)
-            blank = as_regions(np.zeros((1, *encoder.output_shape[1:]), np.float32))[:0]
-            writer.finish(names, skipped, empty=blank.astype(np.float16 if blank.ndim == 3 else np.float32))
-    return len(names), skipped
-
-
-def _encode_into(writer: StoreWriter, part: list[Path], names: list[str], forward, size: int, batch_size: int,
-                 on_error, shard: int, shards: int, progress: bool) -> None:
-    """Encode `part` batch by batch into `writer`, appending the readable images' names."""
-    from captioning.features import as_regions, image_batches
-
-    seen = 0
-    with tqdm(total=len(part), unit="img", desc=f"features {shard + 1}/{shards}", disable=not progress) as bar:
-        for ok, images in image_batches(part, size, batch_size, on_error, pad=True):
-            feats = as_regions(forward(images).numpy())
-            feats = feats.astype(np.float16 if feats.ndim == 3 else np.float32)  # as features.extract stores them
-            writer.append(feats[ok])
-            names += [part[seen + i].name for i in np.flatnonzero(ok)]
-            seen = min(seen + len(ok), len(part))
-            bar.update(seen - bar.n)
+    batches = encode(encoder, part, size, batch_size, skipped, backbone=backbone, pad=True, progress=progress,
+                     desc=f"features {shard + 1}/{shards}")
+    return write_store(out_dir, batches, skipped, empty_rows(encoder)), skipped
 
 
 def merge_stores(shard_dirs: Sequence[Path], out_dir: Path) -> tuple[int, dict[str, str]]:
@@ -301,6 +284,5 @@ def merge_stores(shard_dirs: Sequence[Path], out_dir: Path) -> tuple[int, dict[s
         if len(set(names)) != len(names):
             raise DataError(f"{', '.join(map(str, shard_dirs))}: an image is in two shards; "
                             "extract every shard with the same shard count")
-        first = FeatureStore.open(shard_dirs[0])
-        writer.finish(names, skipped, empty=np.zeros((0, *first.row_shape), first.dtype))
+        writer.finish(names, skipped)  # every shard's header gave the row shape, also with no row
     return len(names), skipped

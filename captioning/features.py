@@ -12,6 +12,7 @@ image) is reported by name and skipped; it never stops the run.
 
 The encoder's weights are saved beside the model, so captioning a new image later uses exactly the
 weights the training features came from, also when they are randomly initialised (offline default).
+This module turns images into arrays; captioning/feature_store.py keeps them on disk.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -250,9 +250,8 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int, on_error: C
     with blank slots, so every batch has the same shape.
 
     A thread, not tf.data: TensorFlow releases the GIL while ResNet50 runs, so Pillow decodes the
-    next batch meanwhile. On the 2-core VM, tf.data's `from_generator` pipeline ran the stage at
-    half the bare forward pass (37 against 70 img/s); this runs at 0.9-0.97 of it, with the same
-    bytes out (`python -m benchmarks.features_throughput`).
+    next batch meanwhile: the stage runs close to the bare forward pass, where tf.data's
+    `from_generator` pipeline ran far below it on few cores (`python -m benchmarks.features_throughput`).
     """
     def decode(chunk: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
         slots = batch_size if pad else len(chunk)
@@ -283,44 +282,38 @@ def _forward(encoder, size: int, backbone: str):
                        input_signature=signature)
 
 
-def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
-            progress: bool = True, *, backbone: str) -> ExtractionResult:
-    """Encode every readable image; returns names, features and the skipped images with reasons.
-    `backbone` (the spec's) chooses the input preprocessing: required, because the wrong one
-    (ResNet50's caffe pixels into MobileNetV2) still runs and gives junk features."""
-    skipped: dict[str, str] = {}
+def empty_rows(encoder) -> np.ndarray:
+    """No rows, shaped and typed as `encode` gives the encoder's rows (for a set of no readable image)."""
+    return as_regions(np.zeros((1, *encoder.output_shape[1:]), np.float32))[:0]
 
+
+def encode(encoder, paths: Sequence[Path], size: int, batch_size: int, skipped: dict[str, str], *, backbone: str,
+           pad: bool = False, progress: bool = True, desc: str = "features") -> Iterator[tuple[list[str], np.ndarray]]:
+    """(names, features) of the readable images of each batch of `paths`, in order: float32 vectors,
+    or float16 region grids (`as_regions`: a vector per region, and ReLU activations keep ~3
+    significant digits). An unreadable image is warned about, added to `skipped` (name -> why) and
+    left out. `pad` runs the last batch at full size too (see `image_batches`).
+
+    `backbone` (the spec's) chooses the input preprocessing: required, because the wrong one
+    (ResNet50's caffe pixels into MobileNetV2) still runs and gives junk features.
+    """
     def on_error(path: Path, why: str) -> None:
         skipped[Path(path).name] = why
         warnings.warn(f"skipping {why}", stacklevel=1)
 
-    forward = _forward(encoder, size, backbone)
-    rows, chunks = [], []
-    with tqdm(total=len(paths), unit="img", desc="features", disable=not progress) as bar:
-        for start, (ok, images) in zip(range(0, len(paths), batch_size),
-                                       image_batches(paths, size, batch_size, on_error)):
-            chunks.append(as_regions(forward(images).numpy())[ok])
-            rows.extend((start + np.flatnonzero(ok)).tolist())
-            bar.update(len(ok))
-        bar.update(len(paths) - bar.n)
-    feats = np.concatenate(chunks) if chunks else np.zeros((0, encoder.output_shape[-1]), np.float32)
-    # Region grids are 49x larger: float16 halves them (ReLU activations, ~3 significant digits kept).
-    feats = feats.astype(np.float16 if feats.ndim == 3 else np.float32)
-    return ExtractionResult([Path(paths[i]).name for i in rows], feats, skipped)
+    forward, seen = _forward(encoder, size, backbone), 0
+    with tqdm(total=len(paths), unit="img", desc=desc, disable=not progress) as bar:
+        for ok, images in image_batches(paths, size, batch_size, on_error, pad):
+            names, feats = [Path(paths[seen + i]).name for i in np.flatnonzero(ok)], forward(images).numpy()
+            seen = min(seen + len(ok), len(paths))
+            bar.update(seen - bar.n)
+            yield names, as_regions(feats)[ok]
 
 
-def save_features(out_dir: Path, result: ExtractionResult) -> None:
-    """features.npy (plain array, no pickle) + images.json (row order)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "features.npy", result.features, allow_pickle=False)
-    (out_dir / "images.json").write_text(json.dumps(result.names) + "\n", encoding="utf-8")
-
-
-def load_features(feature_dir: str | Path, mmap: bool = False) -> tuple[list[str], np.ndarray]:
-    """(names, features); mmap=True maps the array read-only instead of reading it (bigger than RAM)."""
-    feature_dir = Path(feature_dir)
-    names = json.loads((feature_dir / "images.json").read_text(encoding="utf-8"))
-    feats = np.load(feature_dir / "features.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-    if len(names) != len(feats):
-        raise DataError(f"{feature_dir}: {len(names)} names but {len(feats)} feature rows; rerun the features stage")
-    return names, feats
+def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
+            progress: bool = True, *, backbone: str) -> ExtractionResult:
+    """Every readable image of `paths` encoded in memory (`encode`), with the skipped ones and why."""
+    skipped: dict[str, str] = {}
+    batches = list(encode(encoder, paths, size, batch_size, skipped, backbone=backbone, progress=progress))
+    return ExtractionResult([name for names, _ in batches for name in names],
+                            np.concatenate([feats for _, feats in batches] + [empty_rows(encoder)]), skipped)

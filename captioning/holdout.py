@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from captioning import features
+from captioning import feature_store, features
 from captioning.decoding import decode
 from captioning.io import atomic_path, read_captions, read_json
 from captioning.metrics import attribute_accuracy, bleu, repeated_word_share, unseen_pair_accuracy
@@ -31,7 +31,7 @@ def encode(holdout_dir: Path, model_dir: Path, batch_size: int) -> None:
     names = sorted(p.name for p in (holdout_dir / "images").iterdir())
     result = features.extract(encoder, [holdout_dir / "images" / n for n in names], spec.image_size, batch_size,
                               backbone=spec.backbone)
-    features.save_features(holdout_dir / "features", result)
+    feature_store.write_store(holdout_dir / "features", [(result.names, result.features)])
 
 
 def score_holdout(model, vocab, holdout_dir: Path, seen_pairs: set[tuple[str, str]], beam_size: int,
@@ -42,7 +42,8 @@ def score_holdout(model, vocab, holdout_dir: Path, seen_pairs: set[tuple[str, st
     scenes = read_json(holdout_dir / "scenes.json")
     if not scenes:
         return {}, []
-    names, feats = features.load_features(holdout_dir / "features")
+    store = feature_store.FeatureStore.open(holdout_dir / "features")
+    names, feats = store.names, store.load()
     refs = references(read_captions(holdout_dir / "captions.csv"))
     predicted = decode(model, feats, vocab, beam_size, length_penalty, batch_size)
     captions = {n: " ".join(w) for n, w in zip(names, predicted)}

@@ -5,7 +5,7 @@ from pathlib import Path
 from captioning import datasets, reports, tracking
 from captioning.attention_maps import attention_for, is_attention_model, write_attention_maps
 from captioning.decoding import decode
-from captioning.features import load_features
+from captioning.feature_store import FeatureStore
 from captioning.holdout import score_holdout
 from captioning.io import read_captions, read_json, write_json
 from captioning.metrics import (attention_localisation, attribute_accuracy, caption_scores, object_pairs,
@@ -22,7 +22,8 @@ def main() -> None:
     decoding = {"beam_size": cfg["beam_size"], "length_penalty": cfg["length_penalty"], "batch_size": cfg["batch_size"]}
     vocab = Vocabulary.from_json(read_json("models/vocab.json"))
     model = load_model("models/model.keras")
-    names, feats = load_features("data/features", mmap=True)  # only the test rows are read
+    store = FeatureStore.open("data/features")
+    names, feats = store.names, store.memmap()  # only the test rows are read
     rows = {n: i for i, n in enumerate(names)}
     split = read_json("data/split.json")
     test, dev = split["test"], split["val"]

@@ -21,8 +21,9 @@ from captioning.feature_store import (
     feature_batches,
     merge_stores,
     shard_range,
+    write_store,
 )
-from captioning.features import EncoderSpec, build_encoder, load_features
+from captioning.features import EncoderSpec, build_encoder
 from captioning.io import DataError
 from captioning.samples import image_caption_batches, prefix_pairs
 
@@ -52,10 +53,28 @@ def test_sharded_extraction_merges_to_the_bytes_of_the_single_run(tmp_path, imag
         assert merge_stores(parts, tmp_path / f"merged{shards}") == (7, skipped)
         for name in (FEATURES, NAMES, "skipped.json"):
             assert (tmp_path / f"merged{shards}" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
-    names, feats = load_features(tmp_path / "one")  # the old reader still reads the store
+    store = FeatureStore.open(tmp_path / "one")
+    names, feats = store.names, store.load()
     assert names == [p.name for p in images if p.name != "truncated.jpg"]
     assert feats.dtype == (np.float16 if pooling == "grid" else np.float32) and np.isfinite(feats).all()
     assert feats.shape == ((7, 4, 2048) if pooling == "grid" else (7, 2048))
+
+
+def test_a_store_is_a_plain_npy_and_its_names(tmp_path):
+    """write_store writes the very bytes np.save does (what the features stage always wrote), atomically;
+    without `skipped` no skipped.json (held-out scenes)."""
+    feats = np.random.default_rng(0).normal(size=(5, 3, 4)).astype(np.float16)
+    batches = [(["a.jpg", "b.jpg"], feats[:2]), (["c.jpg", "d.jpg", "e.jpg"], feats[2:])]
+    assert write_store(tmp_path / "store", batches) == 5
+    np.save(tmp_path / "plain.npy", feats, allow_pickle=False)
+    assert (tmp_path / "store" / FEATURES).read_bytes() == (tmp_path / "plain.npy").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == [FEATURES, NAMES]
+    store = FeatureStore.open(tmp_path / "store")
+    assert store.names == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    np.testing.assert_array_equal(store.load(), feats)
+    with pytest.raises(ValueError, match="rows of"):
+        write_store(tmp_path / "mixed", [(["a.jpg"], feats[:1]), (["b.jpg"], feats[1:2].astype(np.float32))])
+    assert not (tmp_path / "mixed").exists()
 
 
 def test_shards_are_whole_batches_covering_every_image_once():

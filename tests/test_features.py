@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.features import EncoderSpec, build_encoder, extract, load_features, load_image, save_features
+from captioning.features import EncoderSpec, build_encoder, extract, load_image
 from captioning.io import DataError
 
 
@@ -45,6 +45,13 @@ def test_extract_skips_bad_images_and_keeps_order(odd_images, sample_images):
     assert not np.allclose(result.features[0], result.features[2])
 
 
+def test_extract_of_no_readable_image_gives_rows_of_the_encoders_shape(odd_images):
+    encoder = build_encoder(EncoderSpec(weights="none", image_size=64, pooling="grid", seed=1))
+    with pytest.warns(UserWarning, match="text.jpg"):
+        result = extract(encoder, [odd_images / "text.jpg"], 64, progress=False, backbone="resnet50")
+    assert result.names == [] and result.features.shape == (0, 4, 2048) and result.features.dtype == np.float16
+
+
 def test_seeded_random_encoder_is_reproducible_and_saved_weights_are_identical(tmp_path, sample_images):
     spec = EncoderSpec(weights="none", image_size=32, seed=7)
     a = build_encoder(spec)
@@ -61,15 +68,6 @@ def test_seeded_random_encoder_is_reproducible_and_saved_weights_are_identical(t
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="features.weights=.*no such weights file"):
         build_encoder(EncoderSpec(weights=str(tmp_path / "nope.h5"), image_size=32))
-
-
-def test_features_round_trip_without_pickle(tmp_path):
-    from captioning.features import ExtractionResult
-
-    result = ExtractionResult(["a.jpg", "b.jpg"], np.arange(4096, dtype=np.float32).reshape(2, 2048))
-    save_features(tmp_path, result)
-    names, feats = load_features(tmp_path)
-    assert names == ["a.jpg", "b.jpg"] and np.array_equal(feats, result.features)
 
 
 def test_imagenet_weights_unreachable_is_a_clear_error(monkeypatch):
