@@ -31,7 +31,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioning.datasets.shapes import attribute_hits, named_shape_boxes
+from captioning.datasets.shapes.truth import attribute_hits, named_shape_boxes
 
 BLEU_WEIGHTS = {
     1: (1.0,),
