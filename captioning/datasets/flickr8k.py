@@ -461,4 +461,4 @@ def prepare(out_dir: Path, cache_dir: Path, seed: int, *, local_dir: str | None,
                               verify=False if verify == "none" else verify))
 
 
-DATASET = Dataset(name="flickr8k", prepare=prepare, has_attribute_truth=False)
+DATASET = Dataset(name="flickr8k", prepare=prepare)

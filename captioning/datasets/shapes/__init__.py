@@ -30,7 +30,7 @@ from captioning.datasets.base import Dataset
 from captioning.datasets.shapes.captions import captions_for
 from captioning.datasets.shapes.render import STYLES, render_scene, render_styled
 from captioning.datasets.shapes.scenes import make_scene
-from captioning.datasets.shapes.truth import attribute_hits, parse_objects
+from captioning.datasets.shapes.truth import attribute_hits, parse_objects, score_truth
 from captioning.datasets.shapes.vocabulary import COLOURS, PLACES, SHAPE_WORDS, SHAPES, SIZES, check_pairs
 from captioning.io import atomic_path, write_captions
 
@@ -113,4 +113,4 @@ def prepare_holdout(out_dir: Path, seed: int, *, holdout: Iterable[Iterable[str]
     return generate_holdout(out_dir, holdout_images, seed, holdout, min_size=min_size, max_size=max_size)
 
 
-DATASET = Dataset(name="shapes", prepare=prepare, has_attribute_truth=True, prepare_holdout=prepare_holdout)
+DATASET = Dataset(name="shapes", prepare=prepare, score_truth=score_truth, prepare_holdout=prepare_holdout)
