@@ -21,3 +21,5 @@ class Dataset:
     # (out_dir, seed, **section) -> summary, or {} when the section asks for none: images the
     # training set never shows, scored apart (see captioning/holdout.py). None: no such set.
     prepare_holdout: Callable[..., dict] | None = None
+    # (**section) -> the URL the images came from (recorded with each training run), or None.
+    source_url: Callable[..., str | None] = lambda **_section: None
