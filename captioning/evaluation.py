@@ -22,9 +22,11 @@ from captioning.metrics import bleu, caption_scores, repeated_word_share
 from captioning.sanity import blank_image_features
 from captioning.text import UNK, Vocabulary, references
 
+ScoreTruth = Callable[..., dict[str, float]] | None  # a dataset's score_truth (datasets/base.py)
+
 
 def score_images(model, vocab: Vocabulary, names: list[str], feats: np.ndarray, refs: dict[str, list[list[str]]],
-                 metrics: Callable[..., dict[str, float]], score_truth: Callable[..., dict[str, float]] | None = None,
+                 metrics: Callable[..., dict[str, float]], score_truth: ScoreTruth = None,
                  scenes: dict | None = None, seen_scenes: dict | None = None, localise: bool = False, *,
                  beam_size: int, length_penalty: float, batch_size: int) -> tuple[dict, list[list[str]], list[dict]]:
     """(scores, each image's decoded words, samples: each caption beside its references).
@@ -46,7 +48,7 @@ def score_images(model, vocab: Vocabulary, names: list[str], feats: np.ndarray, 
     return scores, predicted, samples
 
 
-def score_holdout(model, vocab: Vocabulary, holdout_dir: Path, score_truth, seen_scenes: dict,
+def score_holdout(model, vocab: Vocabulary, holdout_dir: Path, score_truth: ScoreTruth, seen_scenes: dict,
                   **decoding) -> tuple[dict[str, float], list[dict]]:
     """holdout_bleu1..4, the scene truth (unseen pairs: objects whose pair no scene of `seen_scenes`
     has) and holdout_repeated_words, with every scene's sample; ({}, []) without a holdout set."""
@@ -60,7 +62,7 @@ def score_holdout(model, vocab: Vocabulary, holdout_dir: Path, score_truth, seen
     return {f"holdout_{k}": v for k, v in scores.items()}, samples
 
 
-def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_truth, *, num_samples: int,
+def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_truth: ScoreTruth, *, num_samples: int,
              beam_size: int, length_penalty: float, batch_size: int) -> tuple[dict, list[dict], list[dict], dict]:
     """(metrics/eval.json, the first `num_samples` test samples, every held-out scene's sample, the
     blank images' captions) of the model, from the pipeline's data_dir and the encoder in model_dir."""
