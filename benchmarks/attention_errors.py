@@ -22,10 +22,10 @@ from keras import ops
 
 from captioning.attention_maps import caption_attention
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
+from captioning.datasets.shapes.truth import attribute_accuracy
 from captioning.decoding import decode
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json
-from captioning.metrics import attribute_accuracy
 from captioning.models import load_model, soft_attention
 from captioning.text import Vocabulary
 

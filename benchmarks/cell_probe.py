@@ -26,8 +26,8 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks.encoder_probe import render
 from captioning.datasets import shapes
+from captioning.datasets.shapes.truth import attention_localisation
 from captioning.features import EncoderSpec, build_encoder, preprocess
-from captioning.metrics import attention_localisation
 
 
 def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_size: int = 32):

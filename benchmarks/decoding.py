@@ -18,10 +18,11 @@ import keras
 import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
+from captioning.datasets.shapes.truth import attribute_accuracy
 from captioning.decoding import decode
 from captioning.feature_store import FeatureStore
 from captioning.io import read_captions, read_json
-from captioning.metrics import attribute_accuracy, bleu
+from captioning.metrics import bleu
 from captioning.text import Vocabulary, strip_tokens
 
 

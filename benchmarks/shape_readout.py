@@ -29,9 +29,9 @@ from sklearn.model_selection import cross_val_score
 
 from captioning import models
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
+from captioning.datasets.shapes.truth import object_pairs
 from captioning.feature_store import FeatureStore
 from captioning.io import read_captions, read_json
-from captioning.metrics import object_pairs
 from captioning.text import Vocabulary, clean, encode_padded
 
 

@@ -1,4 +1,5 @@
-"""Caption quality scores.
+"""Caption quality scores that need only the references, for any dataset (scores against what an
+image shows belong to its dataset: `Dataset.score_truth`).
 
 BLEU-1..4 are nltk's corpus BLEU with cumulative uniform weights on words without start/end
 tokens, on a 0..1 scale. `human_bleu` scores each image's first reference against its other four
@@ -18,20 +19,15 @@ x100 like BLEU, e.g. "CIDEr 52.1" = 0.521 here).
 
 from __future__ import annotations
 
-import math
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 from nltk.translate.bleu_score import corpus_bleu
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
-
-from captioning.datasets.shapes import attribute_hits, named_shape_boxes
 
 BLEU_WEIGHTS = {
     1: (1.0,),
@@ -77,51 +73,6 @@ def human_bleu(references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float
     usable = [refs for refs in references if len(refs) >= 2]
     scores = bleu([refs[1:] for refs in usable], [refs[0] for refs in usable])
     return {f"human_{k}": v for k, v in scores.items()}
-
-
-def attribute_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, dict]) -> float:
-    """Share of objects (over all scored images) whose colour and shape the caption names right."""
-    hits = total = 0
-    for image, caption in predictions.items():
-        h, t = attribute_hits(caption, scenes[image])
-        hits, total = hits + h, total + t
-    return hits / total if total else 0.0
-
-
-def object_pairs(scenes: Mapping[str, dict]) -> set[tuple[str, str]]:
-    """Every (colour, shape) pair some object of these scenes has."""
-    return {(o["colour"], o["shape"]) for scene in scenes.values() for o in scene["objects"]}
-
-
-def unseen_pair_accuracy(predictions: Mapping[str, str], scenes: Mapping[str, dict],
-                         seen: set[tuple[str, str]]) -> float:
-    """Attribute accuracy over only the objects whose (colour, shape) pair is not in `seen`: whether
-    the captions name a combination training never showed (a captioner that never writes it scores 0,
-    however well it names the other objects of the same scenes)."""
-    unseen = {image: {**scene, "objects": [o for o in scene["objects"] if (o["colour"], o["shape"]) not in seen]}
-              for image, scene in scenes.items() if image in predictions}
-    return attribute_accuracy({image: predictions[image] for image in unseen}, unseen)
-
-
-def attention_localisation(attended: Sequence[tuple[str, Sequence[str], np.ndarray]],
-                           scenes: Mapping[str, dict]) -> float:
-    """Share of generated shape words whose attention peak lies inside the box of the object they name.
-
-    attended: (image, words, alphas) with alphas (len(words), R) over a square grid of regions laid
-    over the whole image (the encoder squashes it to a square, so cell (row, col) covers the same
-    fraction of width and height). A peak "lies inside" when its cell's centre is in the box.
-    Only words naming a shape the scene has count (see shapes.named_shape_boxes).
-    """
-    inside = total = 0
-    for image, words, alphas in attended:
-        scene = scenes[image]
-        side = math.isqrt(alphas.shape[-1])
-        for position, boxes in named_shape_boxes(list(words), scene):
-            row, col = divmod(int(np.argmax(alphas[position])), side)
-            x, y = (col + 0.5) / side * scene["width"], (row + 0.5) / side * scene["height"]
-            inside += any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in boxes)
-            total += 1
-    return inside / total if total else 0.0
 
 
 def repeated_word_share(captions: Sequence[Sequence[str]], run: int = 3) -> float:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -120,6 +121,13 @@ def encode_padded(vocab: Vocabulary, captions: Sequence[str]) -> np.ndarray:
             ids = ids[: vocab.max_length - 1] + [end]
         out[row, : len(ids)] = ids
     return out
+
+
+def load_tokens(path: str | Path, rows: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A split's padded captions (the tokenize stage's data/tokens/<split>.npz) and, per caption,
+    its image's row in the feature store (`rows`: image name -> row)."""
+    data = np.load(path, allow_pickle=False)
+    return data["sequences"], np.array([rows[i] for i in data["images"]], dtype=np.int32)
 
 
 def clean_rows(rows: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:

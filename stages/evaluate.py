@@ -1,66 +1,34 @@
-"""Stage 7: caption the test images (greedy or beam search) and score them (BLEU, METEOR, CIDEr, ...)."""
+"""Stage 7: caption the test images (and held-out scenes, blank images) and score them (BLEU, METEOR, CIDEr, ...)."""
 
 from pathlib import Path
 
-from captioning import datasets, reports, tracking
-from captioning.attention_maps import attention_for, is_attention_model, write_attention_maps
-from captioning.decoding import decode
+from captioning import datasets, evaluation, reports, tracking
+from captioning.attention_maps import write_attention_maps
 from captioning.feature_store import FeatureStore
-from captioning.holdout import score_holdout
-from captioning.io import read_captions, read_json, write_json
-from captioning.metrics import (attention_localisation, attribute_accuracy, caption_scores, object_pairs,
-                                repeated_word_share)
+from captioning.io import read_json, write_json
 from captioning.models import load_model
-from captioning.sanity import blank_image_features
-from captioning.text import UNK, Vocabulary, references
+from captioning.text import Vocabulary
 from stages import load_params, run
 
 
 def main() -> None:
     params = load_params()
     cfg = params["evaluate"]
-    decoding = {"beam_size": cfg["beam_size"], "length_penalty": cfg["length_penalty"], "batch_size": cfg["batch_size"]}
     vocab = Vocabulary.from_json(read_json("models/vocab.json"))
     model = load_model("models/model.keras")
-    store = FeatureStore.open("data/features")
-    names, feats = store.names, store.memmap()  # only the test rows are read
-    rows = {n: i for i, n in enumerate(names)}
-    split = read_json("data/split.json")
-    test, dev = split["test"], split["val"]
-    refs = references(read_captions("data/clean/captions.csv"))
-
-    test_feats = feats[[rows[i] for i in test]]
-    predicted = decode(model, test_feats, vocab, **decoding)
-    scores = caption_scores([refs[i] for i in test], predicted)
-    # The dev (validation) images chose the settings and the early stop; test scores stay unseen until here.
-    dev_predicted = decode(model, feats[[rows[i] for i in dev]], vocab, **decoding)
-    scores.update({f"dev_{k}": v for k, v in caption_scores([refs[i] for i in dev], dev_predicted).items()})
-    captions = {image: " ".join(words) for image, words in zip(test, predicted)}
-    has_truth = datasets.get(params["data"]["dataset"]).has_attribute_truth
-    scenes = read_json("data/raw/scenes.json") if has_truth else {}
-    if has_truth:
-        scores["attribute_accuracy"] = attribute_accuracy(captions, scenes)
-        if is_attention_model(model):  # where it looked for each shape word of the captions just scored
-            alphas = attention_for(model, test_feats, vocab, predicted, cfg["batch_size"])
-            scores["attention_localisation"] = attention_localisation(list(zip(test, predicted, alphas)), scenes)
-    holdout_scores, holdout_samples = score_holdout(model, vocab, Path("data/holdout"), object_pairs(scenes),
-                                                    **decoding)
-    scores.update(holdout_scores)
-    blank_names, blank_feats = blank_image_features("models")
-    blank = decode(model, blank_feats, vocab, **decoding)
-    scores.update(repeated_words=repeated_word_share(predicted), blank_repeated_words=repeated_word_share(blank),
-                  unk_captions=sum(UNK in words for words in predicted) / len(predicted))
-    scores = {k: round(v, 4) for k, v in scores.items()}
-    scores.update(test_images=len(test), beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"])
-
-    samples = [{"image": image, "prediction": captions[image], "references": [" ".join(r) for r in refs[image]]}
-               for image in test[: cfg["num_samples"]]]
+    score_truth = datasets.get(params["data"]["dataset"]).score_truth  # None: the dataset has no scenes.json
+    scores, samples, holdout_samples, blank = evaluation.evaluate(
+        model, vocab, Path("data"), Path("models"), score_truth, num_samples=cfg["num_samples"],
+        beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"], batch_size=cfg["batch_size"])
     write_json("metrics/eval.json", scores)
     write_json("models/decoding.json", {k: cfg[k] for k in ("beam_size", "length_penalty")})  # how the model captions
     write_json("reports/samples.json", samples)
     write_json("reports/holdout_samples.json", holdout_samples)  # every held-out scene's caption
+    test = read_json("data/split.json")["test"]
+    store = FeatureStore.open("data/features")
+    names, feats = store.names, store.memmap()
     shown = test[: cfg["attention_maps"]]
-    write_attention_maps(model, feats[[rows[i] for i in shown]], shown, Path("data/raw/images"), vocab,
+    write_attention_maps(model, feats[[names.index(i) for i in shown]], shown, Path("data/raw/images"), vocab,
                          Path("reports/attention"))
     figures = reports.evaluation_reports(samples, scores)
     run = tracking.log_evaluation(params, scores, dataset=params["data"]["dataset"],
@@ -71,7 +39,7 @@ def main() -> None:
                                   latency_images=[f"data/raw/images/{i}" for i in test[:3]])
     write_json("metrics/mlflow_run.json", run)  # not cached: evaluate never comes from the run cache
     print(scores)
-    print("blank images:", {name: " ".join(words) for name, words in zip(blank_names, blank)})
+    print("blank images:", blank)
 
 
 if __name__ == "__main__":

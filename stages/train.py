@@ -4,18 +4,12 @@ import contextlib
 import time
 
 import keras
-import numpy as np
 
-from captioning import distribute, models, reports, tracking, training
+from captioning import datasets, distribute, models, reports, tracking, training
 from captioning.feature_store import FeatureStore
 from captioning.io import atomic_path, read_json, write_json
-from captioning.text import Vocabulary
+from captioning.text import Vocabulary, load_tokens
 from stages import load_params, run
-
-
-def load_split(name: str, rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    data = np.load(f"data/tokens/{name}.npz", allow_pickle=False)
-    return data["sequences"], np.array([rows[i] for i in data["images"]], dtype=np.int32)
 
 
 def main() -> None:
@@ -29,7 +23,8 @@ def main() -> None:
     # Small stores in RAM (a tf.constant gather, the fastest); bigger ones read from disk per batch.
     feats = store.load() if store.nbytes <= cfg.features_in_memory_mb << 20 else store
     rows = {n: i for i, n in enumerate(store.names)}
-    (train_seqs, train_rows), (val_seqs, val_rows) = load_split("train", rows), load_split("val", rows)
+    (train_seqs, train_rows), (val_seqs, val_rows) = (load_tokens(f"data/tokens/{split}.npz", rows)
+                                                      for split in ("train", "val"))
 
     keras.utils.set_random_seed(cfg.seed)
     model = training.build_model(arch, settings, vocab.size, vocab.max_length, feats, train_rows, strategy)
@@ -41,8 +36,7 @@ def main() -> None:
     callbacks = [tracking.epoch_logger()] if chief else []
 
     data = params["data"]
-    downloaded = data[data["dataset"]] or {}  # a URL names where the data came from; generated data has none
-    source_url = None if downloaded.get("local_dir") else downloaded.get("images_url")
+    source_url = datasets.get(data["dataset"]).source_url(**data[data["dataset"]])
     # Only the chief tracks and writes; fails here, before training, if the tracking store is down.
     with tracking.train_run(params, data["dataset"], source_url) if chief else contextlib.nullcontext() as mlflow_run:
         start = time.perf_counter()

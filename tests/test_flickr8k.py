@@ -359,3 +359,9 @@ def test_fetch_zip_slip_in_served_archive(tmp_path, server, flickr8k_dir, origin
         flickr8k.fetch(server.url("/i.zip"), server.url("/t.zip"), tmp_path / "dl", tmp_path / "raw",
                        progress=False, verify="present")
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "raw").exists()
+
+
+def test_source_url_is_the_images_url_unless_a_local_copy_is_imported():
+    section = {"local_dir": None, "images_url": "https://x/images.zip", "text_url": "https://x/text.zip"}
+    assert flickr8k.DATASET.source_url(**section) == "https://x/images.zip"
+    assert flickr8k.DATASET.source_url(**{**section, "local_dir": "/data/Flickr8k"}) is None

@@ -4,7 +4,7 @@ from collections import defaultdict
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 
-from captioning.metrics import attribute_accuracy, bleu, coco_scores, human_bleu
+from captioning.metrics import bleu, coco_scores, human_bleu
 from captioning.text import normalise
 
 # nltk warns (rightly) when a short hand-made example has no 4-gram match; the values are asserted.
@@ -97,31 +97,6 @@ def test_human_bleu_scores_the_first_reference_against_the_others():
     assert set(scores) == {"human_bleu1", "human_bleu2", "human_bleu3", "human_bleu4"}
 
 
-def test_attribute_accuracy_counts_objects_named_with_colour_and_shape():
-    scenes = {"x": {"objects": [{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}]},
-              "y": {"objects": [{"colour": "green", "shape": "triangle"}]}}
-    predictions = {"x": "a red circle and a green square", "y": "a green triangle"}
-    assert attribute_accuracy(predictions, scenes) == pytest.approx(2 / 3)
-    assert attribute_accuracy({"x": "a red circle and a red circle"}, scenes) == pytest.approx(1 / 2)
-    assert attribute_accuracy({}, scenes) == 0.0
-
-
-def test_unseen_pair_accuracy_scores_only_the_objects_whose_pair_training_never_showed():
-    from captioning.metrics import object_pairs, unseen_pair_accuracy
-
-    training = {"t": {"objects": [{"colour": "yellow", "shape": "star"}, {"colour": "red", "shape": "triangle"}]}}
-    seen = object_pairs(training)
-    assert seen == {("yellow", "star"), ("red", "triangle")}
-    scenes = {"x": {"objects": [{"colour": "yellow", "shape": "triangle"}, {"colour": "yellow", "shape": "star"}]},
-              "y": {"objects": [{"colour": "yellow", "shape": "triangle"}, {"colour": "red", "shape": "triangle"}]}}
-    # Every seen pair named right, the new one never: 2 of 4 objects overall, none of the unseen.
-    predictions = {"x": "a yellow star and a yellow star", "y": "a red triangle and a yellow star"}
-    assert attribute_accuracy(predictions, scenes) == pytest.approx(2 / 4)
-    assert unseen_pair_accuracy(predictions, scenes, seen) == 0.0
-    predictions["y"] = "a yellow triangle and a red star"
-    assert unseen_pair_accuracy(predictions, scenes, seen) == pytest.approx(1 / 2)
-
-
 def test_coco_scores_without_java_skip_meteor_with_a_warning(monkeypatch):
     import shutil
 
@@ -140,21 +115,3 @@ def test_repeated_word_share_counts_runs_of_three():
     captions = [["a", "big", "large", "large", "large"], ["a", "red", "red", "circle"], ["x", "y", "x", "x"], []]
     assert repeated_word_share(captions) == 0.25
     assert repeated_word_share([]) == 0.0
-
-
-def test_attention_localisation_reads_the_peak_cell_over_the_whole_image():
-    import numpy as np
-
-    from captioning.metrics import attention_localisation
-
-    # A 200x100 image; a red circle in the top-left quarter, a blue square bottom-right.
-    scene = {"width": 200, "height": 100, "objects": [
-        {"colour": "red", "shape": "circle", "x": 50, "y": 25, "extent": 40},
-        {"colour": "blue", "shape": "square", "x": 150, "y": 75, "extent": 40}]}
-    words = ["a", "red", "circle", "and", "a", "blue", "box", "and", "a", "star"]
-    alphas = np.zeros((len(words), 4))  # a 2x2 grid: cells 0 1 / 2 3
-    alphas[2, 0] = 1.0  # "circle" looks top-left: inside its box
-    alphas[6, 0] = 1.0  # "box" looks top-left too: not where the square is
-    assert attention_localisation([("i.jpg", words, alphas)], {"i.jpg": scene}) == 0.5  # "star": no such object
-    alphas[6] = [0.1, 0.2, 0.3, 0.4]  # peak at cell 3, bottom-right: inside
-    assert attention_localisation([("i.jpg", words, alphas)], {"i.jpg": scene}) == 1.0

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captioning import datasets
 from captioning.datasets import shapes
+from captioning.datasets.shapes import truth
 from captioning.text import clean
 
 SHAPE_WORD = {w: s for s, words in shapes.SHAPE_WORDS.items() for w in words}
@@ -372,3 +374,50 @@ def test_generate_holdout_scenes_all_show_a_held_out_pair(tmp_path):
     assert all(any((o["colour"], o["shape"]) == ("yellow", "triangle") for o in s["objects"]) for s in scenes.values())
     again = generate_holdout(tmp_path / "h2", 4, seed=1, holdout=held, min_size=64, max_size=96, progress=False)
     assert again == summary and (tmp_path / "h2/captions.csv").read_bytes() == (tmp_path / "h/captions.csv").read_bytes()
+
+
+def test_attribute_accuracy_counts_objects_named_with_colour_and_shape():
+    scenes = {"x": {"objects": [{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}]},
+              "y": {"objects": [{"colour": "green", "shape": "triangle"}]}}
+    predictions = {"x": "a red circle and a green square", "y": "a green triangle"}
+    assert truth.attribute_accuracy(predictions, scenes) == pytest.approx(2 / 3)
+    assert truth.attribute_accuracy({"x": "a red circle and a red circle"}, scenes) == pytest.approx(1 / 2)
+    assert truth.attribute_accuracy({}, scenes) == 0.0
+
+
+def test_unseen_pair_accuracy_scores_only_the_objects_whose_pair_training_never_showed():
+    training = {"t": {"objects": [{"colour": "yellow", "shape": "star"}, {"colour": "red", "shape": "triangle"}]}}
+    seen = truth.object_pairs(training)
+    assert seen == {("yellow", "star"), ("red", "triangle")}
+    scenes = {"x": {"objects": [{"colour": "yellow", "shape": "triangle"}, {"colour": "yellow", "shape": "star"}]},
+              "y": {"objects": [{"colour": "yellow", "shape": "triangle"}, {"colour": "red", "shape": "triangle"}]}}
+    # Every seen pair named right, the new one never: 2 of 4 objects overall, none of the unseen.
+    predictions = {"x": "a yellow star and a yellow star", "y": "a red triangle and a yellow star"}
+    assert truth.attribute_accuracy(predictions, scenes) == pytest.approx(2 / 4)
+    assert truth.unseen_pair_accuracy(predictions, scenes, seen) == 0.0
+    predictions["y"] = "a yellow triangle and a red star"
+    assert truth.unseen_pair_accuracy(predictions, scenes, seen) == pytest.approx(1 / 2)
+
+
+def test_attention_localisation_reads_the_peak_cell_over_the_whole_image():
+    # A 200x100 image; a red circle in the top-left quarter, a blue square bottom-right.
+    scene = {"width": 200, "height": 100, "objects": [
+        {"colour": "red", "shape": "circle", "x": 50, "y": 25, "extent": 40},
+        {"colour": "blue", "shape": "square", "x": 150, "y": 75, "extent": 40}]}
+    words = ["a", "red", "circle", "and", "a", "blue", "box", "and", "a", "star"]
+    alphas = np.zeros((len(words), 4))  # a 2x2 grid: cells 0 1 / 2 3
+    alphas[2, 0] = 1.0  # "circle" looks top-left: inside its box
+    alphas[6, 0] = 1.0  # "box" looks top-left too: not where the square is
+    assert truth.attention_localisation([("i.jpg", words, alphas)], {"i.jpg": scene}) == 0.5  # "star": no such object
+    alphas[6] = [0.1, 0.2, 0.3, 0.4]  # peak at cell 3, bottom-right: inside
+    assert truth.attention_localisation([("i.jpg", words, alphas)], {"i.jpg": scene}) == 1.0
+
+
+def test_the_registry_reaches_scene_truth_through_the_dataset():
+    scenes = {"x": {"objects": [{"colour": "yellow", "shape": "triangle"}, {"colour": "red", "shape": "star"}]}}
+    seen = {"t": {"objects": [{"colour": "red", "shape": "star"}]}}
+    score_truth = datasets.get("shapes").score_truth
+    assert score_truth({"x": "a red star"}, scenes) == {"attribute_accuracy": 0.5}
+    assert score_truth({"x": "a red star"}, scenes, seen_scenes=seen) == {"attribute_accuracy": 0.5,
+                                                                          "unseen_pair_accuracy": 0.0}
+    assert datasets.get("flickr8k").score_truth is None  # no scenes.json: nothing to score against

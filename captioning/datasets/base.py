@@ -15,7 +15,11 @@ from dataclasses import dataclass
 class Dataset:
     name: str  # the data.dataset value, and the params.yaml section (data.<name>) of its settings
     prepare: Callable[..., dict]  # (out_dir, cache_dir, seed, **section) -> summary for metrics/data.json
-    has_attribute_truth: bool  # writes scenes.json: captions can be scored object by object
+    # (captions {image: caption}, scenes, *, seen_scenes=None, attended=None) -> named scores of the
+    # captions against scenes.json, what each image shows. None: the dataset writes no scenes.json.
+    score_truth: Callable[..., dict[str, float]] | None = None
     # (out_dir, seed, **section) -> summary, or {} when the section asks for none: images the
     # training set never shows, scored apart (see captioning/holdout.py). None: no such set.
     prepare_holdout: Callable[..., dict] | None = None
+    # (**section) -> the URL the images came from (recorded with each training run), or None.
+    source_url: Callable[..., str | None] = lambda **_section: None

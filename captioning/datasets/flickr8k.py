@@ -461,4 +461,9 @@ def prepare(out_dir: Path, cache_dir: Path, seed: int, *, local_dir: str | None,
                               verify=False if verify == "none" else verify))
 
 
-DATASET = Dataset(name="flickr8k", prepare=prepare, has_attribute_truth=False)
+def source_url(*, local_dir: str | None, images_url: str, **_other_settings) -> str | None:
+    """Where params.yaml's data.flickr8k section takes the images from: None for a local copy."""
+    return None if local_dir else images_url
+
+
+DATASET = Dataset(name="flickr8k", prepare=prepare, source_url=source_url)
