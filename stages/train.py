@@ -12,6 +12,9 @@ from captioning.io import atomic_path, read_captions, read_json, write_json
 from captioning.text import Vocabulary, references
 from stages import load_params, run
 
+# The data the model is trained on: MLflow runs are tagged with their dvc.lock hashes.
+TRAINED_ON = ("data/raw", "data/features", "data/tokens")
+
 
 def load_split(name: str, rows: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     data = np.load(f"data/tokens/{name}.npz", allow_pickle=False)
@@ -50,7 +53,8 @@ def main() -> None:
     downloaded = data[data["dataset"]] or {}  # a URL names where the data came from; generated data has none
     source_url = None if downloaded.get("local_dir") else downloaded.get("images_url")
     # Only the chief tracks and writes; fails here, before training, if the tracking store is down.
-    with tracking.train_run(params, data["dataset"], source_url) if chief else contextlib.nullcontext() as mlflow_run:
+    with tracking.train_run(params, data["dataset"], source_url, source="stages/train.py", raw="data/raw",
+                            hashed=TRAINED_ON) if chief else contextlib.nullcontext() as mlflow_run:
         start = time.perf_counter()
         with strategy.scope():
             history = training.fit(model, arch, train_ds, val_ds, cfg, callbacks, steps)
