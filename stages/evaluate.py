@@ -7,8 +7,12 @@ from captioning.attention_maps import write_attention_maps
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json, write_json
 from captioning.models import load_model
+from captioning.serving import latency_ms
 from captioning.text import Vocabulary
 from stages import load_params, run
+
+# The data the model was trained on (stages/train.py's): a new MLflow run is tagged with its dvc.lock hashes.
+TRAINED_ON = ("data/raw", "data/features", "data/tokens")
 
 
 def main() -> None:
@@ -31,12 +35,13 @@ def main() -> None:
     write_attention_maps(model, feats[[names.index(i) for i in shown]], shown, Path("data/raw/images"), vocab,
                          Path("reports/attention"))
     figures = reports.evaluation_reports(samples, scores)
-    run = tracking.log_evaluation(params, scores, dataset=params["data"]["dataset"],
+    served = {k: cfg[k] for k in ("beam_size", "length_penalty")}
+    latency = latency_ms("models", [f"data/raw/images/{i}" for i in test[:3]], **served)  # MLflow only
+    run = tracking.log_evaluation(params, {**scores, "caption_latency_ms": latency}, dataset=params["data"]["dataset"],
                                   registered_model=params["tracking"]["registered_model"],
-                                  decoding={k: cfg[k] for k in ("beam_size", "length_penalty")}, model_dir="models",
+                                  decoding=served, model_dir="models", source="stages/evaluate.py", hashed=TRAINED_ON,
                                   reports=["reports/samples.json", "reports/holdout_samples.json",
-                                           "reports/attention", *figures],
-                                  latency_images=[f"data/raw/images/{i}" for i in test[:3]])
+                                           "reports/attention", *figures])
     write_json("metrics/mlflow_run.json", run)  # not cached: evaluate never comes from the run cache
     print(scores)
     print("blank images:", blank)

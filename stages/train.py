@@ -11,6 +11,9 @@ from captioning.io import atomic_path, read_json, write_json
 from captioning.text import Vocabulary, load_tokens
 from stages import load_params, run
 
+# The data the model is trained on: MLflow runs are tagged with their dvc.lock hashes.
+TRAINED_ON = ("data/raw", "data/features", "data/tokens")
+
 
 def main() -> None:
     params = load_params()
@@ -38,7 +41,8 @@ def main() -> None:
     data = params["data"]
     source_url = datasets.get(data["dataset"]).source_url(**data[data["dataset"]])
     # Only the chief tracks and writes; fails here, before training, if the tracking store is down.
-    with tracking.train_run(params, data["dataset"], source_url) if chief else contextlib.nullcontext() as mlflow_run:
+    with tracking.train_run(params, data["dataset"], source_url, source="stages/train.py", raw="data/raw",
+                            hashed=TRAINED_ON) if chief else contextlib.nullcontext() as mlflow_run:
         start = time.perf_counter()
         with strategy.scope():
             history = training.fit(model, arch, train_ds, val_ds, cfg, callbacks, steps)

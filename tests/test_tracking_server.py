@@ -19,7 +19,7 @@ import mlflow
 import pytest
 import yaml
 
-from captioning import tracking
+from captioning.tracking import runs, store
 from conftest import REPO, copy_of, dvc, wait_for_queue
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -101,13 +101,13 @@ def client(team_repo, mlflow_url):
 
 @pytest.fixture(scope="module")
 def runs(client) -> dict:
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = client.get_experiment_by_name(store.EXPERIMENT)
     return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
 
 
 def test_the_experiment_opens_on_the_training_runs_table(client):
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
-    assert experiment.tags[tracking.KIND_TAG] == tracking.KIND == "custom_model_development"
+    experiment = client.get_experiment_by_name(store.EXPERIMENT)
+    assert experiment.tags[store.KIND_TAG] == store.KIND == "custom_model_development"
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # no server path
 
 
@@ -116,7 +116,7 @@ def test_each_queued_experiment_is_a_run_with_every_param(team_repo, runs):
     params = yaml.safe_load((team_repo / "params.yaml").read_text())
     for name, epochs in EXPERIMENTS.items():
         params["train"]["epochs"] = epochs
-        expected = tracking.as_params(params)
+        expected = runs.as_params(params)
         logged = runs[name].data.params
         assert {k: logged.get(k) for k in expected} == expected  # every params.yaml leaf, flattened
         assert runs[name].data.tags["dvc_exp_name"] == name

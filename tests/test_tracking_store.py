@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from captioning import tracking
+from captioning.tracking import runs, store
 from conftest import copy_of, dvc
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def client(repo):
 
 
 def runs_by_name(client) -> dict:
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = client.get_experiment_by_name(store.EXPERIMENT)
     return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
 
 
@@ -63,7 +63,7 @@ def test_a_fresh_clone_pulls_from_the_remote_and_has_nothing_to_rerun(repo, tmp_
 
 
 def test_the_run_carries_every_params_yaml_key(repo, client):
-    params = tracking.as_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    params = runs.as_params(yaml.safe_load((repo / "params.yaml").read_text()))
     run = client.get_run(json.loads((repo / "metrics/mlflow_run.json").read_text())["mlflow_run_id"])
     assert {k: run.data.params.get(k) for k in params} == params
     assert len(params) > 40 and "features.pooling" in params and "data.shapes.num_images" in params
@@ -82,7 +82,7 @@ def test_a_second_model_version_stores_no_second_encoder(repo, client):
     print(f"second model version added {added / 2**20:.2f} MB to mlartifacts/")
     assert added <= 10 * 2**20
     assert len(client.search_model_versions("name='captioning'")) == 2
-    assert len(client.search_runs([client.get_experiment_by_name(tracking.ENCODERS).experiment_id])) == 1
+    assert len(client.search_runs([client.get_experiment_by_name(store.ENCODERS).experiment_id])) == 1
 
 
 def test_an_experiment_restored_from_the_run_cache_still_gets_its_own_run(repo, client):
