@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Every package's exact version (runtime + the test extra), so reruns compute the same numbers.
 LOCK := requirements.lock
 
-.PHONY: run test install lock bench system-deps flickr8k
+.PHONY: run test test-fast install lock bench system-deps flickr8k
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ run: $(STAMP)  ## train and evaluate on the embedded dataset (offline)
 
 test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 	. $(BIN)/activate && pytest
+
+test-fast: $(STAMP)  ## the tests that run no pipeline, server or browser (pytest -m "not slow")
+	. $(BIN)/activate && pytest -m "not slow"
 
 FLICKR8K ?=
 EXP ?= flickr8k
