@@ -3,22 +3,35 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every package's exact version (runtime + the test extra), so reruns compute the same numbers.
+LOCK := requirements.lock
 
-.PHONY: run test install bench system-deps flickr8k
+.PHONY: run test test-fast install lock bench system-deps flickr8k
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# setuptools stays unpinned (--no-allow-unsafe): the venv's own copy, as `python -m venv` made it.
+lock:  ## refresh requirements.lock to the newest versions pyproject.toml's ranges allow
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet pip-tools
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --upgrade --extra test --strip-extras \
+	  --no-allow-unsafe --no-emit-options --output-file $(LOCK) pyproject.toml
 
 run: $(STAMP)  ## train and evaluate on the embedded dataset (offline)
 	. $(BIN)/activate && dvc repro
 
 test: $(STAMP)  ## the whole test suite, end-to-end pipeline included
 	. $(BIN)/activate && pytest
+
+test-fast: $(STAMP)  ## the tests that run no pipeline, server or browser (pytest -m "not slow")
+	. $(BIN)/activate && pytest -m "not slow"
 
 FLICKR8K ?=
 EXP ?= flickr8k

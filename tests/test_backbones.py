@@ -103,6 +103,7 @@ def subject_auc(features: np.ndarray, names: list[str], captions: dict[str, list
     return (ranks[:len(within)].sum() - len(within) * (len(within) + 1) / 2) / (len(within) * len(between))
 
 
+@pytest.mark.slow  # ImageNet and random MobileNetV2 over 200 real photos
 def test_pretrained_features_carry_what_the_photos_show(shared_weights, sample_images, flickr8k_dir):
     """200 real Flickr8k test photos: those most people describe with a dog, a woman or water are
     nearer each other than to the others with ImageNet weights; with the same network randomly

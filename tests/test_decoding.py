@@ -71,6 +71,7 @@ def test_greedy_is_myopic_and_beam_3_finds_the_more_likely_caption():
     assert beam_decode(model, feats(), vocab(), beam_size=3) == [["b"]]  # p = 0.4 * 0.9 = 0.36
 
 
+@pytest.mark.slow  # decodes a real Keras model step by step
 def test_beam_1_is_greedy():
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)  # the random model must give different images different captions
@@ -119,6 +120,7 @@ def test_length_normalisation_changes_the_choice():
     assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=1.0, no_repeat=False) == [["b", "c", "d"]]
 
 
+@pytest.mark.slow  # decodes a real Keras model step by step
 def test_batched_equals_one_image_at_a_time_and_is_one_model_call_per_step():
     rng = np.random.default_rng(1)
     model = merge_bilstm.build(len(WORDS), 7, (3,), **model_settings(units=8, embedding_dim=4))
@@ -206,6 +208,7 @@ def test_bad_settings_are_refused():
 
 
 @pytest.mark.parametrize("query", ["current", "previous"])
+@pytest.mark.slow  # decodes a real soft_attention model both ways
 def test_soft_attention_decodes_one_word_at_a_time_with_the_whole_models_probabilities(query):
     """Greedy decoding carries soft_attention's LSTM state from word to word (Architecture.incremental)
     instead of rerunning the model over the prefix: same next-word probabilities, same captions."""

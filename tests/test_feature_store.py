@@ -177,6 +177,7 @@ RSS_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a subprocess writes and reads an 800 MB store
 def test_an_epoch_over_a_store_does_not_load_it(tmp_path):
     """An epoch over a 4,000-image grid store (800 MB; twice the default's images, at 49 regions
     each) raises peak RSS by far less than the store: only batches in flight are in memory."""
@@ -189,6 +190,7 @@ def test_an_epoch_over_a_store_does_not_load_it(tmp_path):
     assert result["growth"] < 0.25 * result["store_bytes"], result
 
 
+@pytest.mark.slow  # runs the features stage in subprocesses
 def test_features_stage_shards_and_merge_write_the_single_run_store(tmp_path, sample_images):
     """`python -m stages.features --shard i --of 2` twice (as two machines would) then `--merge 2`
     gives data/features byte-for-byte as the plain stage does, on real images."""

@@ -32,6 +32,7 @@ def test_load_image_names_the_bad_file(odd_images, name):
         load_image(odd_images / name, 64)
 
 
+@pytest.mark.slow  # builds and runs full ResNet50 encoders
 def test_extract_skips_bad_images_and_keeps_order(odd_images, sample_images):
     paths = [sample_images[2], odd_images / "truncated.jpg", odd_images / "gray.jpg", odd_images / "text.jpg",
              odd_images / "nope.jpg", sample_images[3]]
@@ -52,6 +53,7 @@ def test_extract_of_no_readable_image_gives_rows_of_the_encoders_shape(odd_image
     assert result.names == [] and result.features.shape == (0, 4, 2048) and result.features.dtype == np.float16
 
 
+@pytest.mark.slow  # builds and runs full ResNet50 encoders
 def test_seeded_random_encoder_is_reproducible_and_saved_weights_are_identical(tmp_path, sample_images):
     spec = EncoderSpec(weights="none", image_size=32, seed=7)
     a = build_encoder(spec)
@@ -98,6 +100,7 @@ def test_layer_switch_keeps_that_layers_output(layer, pooling, shape):
     assert encoder.output_shape[1:] == shape
 
 
+@pytest.mark.slow  # builds and runs full ResNet50 encoders
 def test_finer_grids_are_max_pooled_to_grid_side():
     spec = EncoderSpec(weights="none", image_size=64, pooling="grid", seed=1, layer="conv3_block4_out", grid_side=4)
     pooled, full = build_encoder(spec), build_encoder(EncoderSpec(**{**spec.to_json(), "grid_side": None}))
@@ -109,6 +112,7 @@ def test_finer_grids_are_max_pooled_to_grid_side():
     assert build_encoder(coarse).output_shape[1:] == (4, 4, 1024)  # already coarser: unchanged
 
 
+@pytest.mark.slow  # builds and runs full ResNet50 encoders
 def test_grid_side_that_does_not_divide_the_map_still_covers_all_of_it(tmp_path):
     """8x8 maps to 3x3: blocks of 3 rows/columns overlapping by one ([0:3], [2:6], [5:8]), so no
     edge row or column of the image is dropped, and the encoder saves and reloads."""
@@ -125,6 +129,7 @@ def test_grid_side_that_does_not_divide_the_map_still_covers_all_of_it(tmp_path)
     np.testing.assert_allclose(np.asarray(load_encoder(tmp_path)[1](images))[0], cells)
 
 
+@pytest.mark.slow  # builds and runs full ResNet50 encoders
 def test_cut_encoder_is_the_same_network_up_to_its_layer(tmp_path):
     """Cutting at conv4 keeps the seeded random weights of the whole network's first blocks, and the
     saved cut encoder reloads bit for bit."""

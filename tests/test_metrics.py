@@ -31,6 +31,7 @@ def coco(flickr8k_human):
     return coco_scores(*flickr8k_human)  # the only Java start-up of this module
 
 
+@pytest.mark.slow  # the coco fixture starts Java (METEOR)
 def test_nltk_bleu_agrees_with_pycocoevalcap_bleu_on_real_captions(flickr8k_human, coco):
     """Same tokens, same closest-reference brevity penalty (ties to the shorter one in both): the
     only difference left is pycocoevalcap's 1e-9/1e-15 smoothing, far below the 0.005 allowed."""
@@ -45,6 +46,7 @@ def test_nltk_bleu_agrees_with_pycocoevalcap_bleu_on_real_captions(flickr8k_huma
     assert 0.1 < ours["bleu4"] < 0.5  # human agreement on Flickr8k: BLEU-4 around 0.2-0.3
 
 
+@pytest.mark.slow  # the coco fixture starts Java (METEOR)
 def test_coco_scores_of_human_captions_are_in_the_published_range(coco):
     # Human captions against the other annotators' (COCO leaderboard "human": METEOR ~0.25,
     # ROUGE-L ~0.5, CIDEr ~0.85): a wiring error (ids mixed up, wrong scale) lands far outside.
@@ -53,6 +55,7 @@ def test_coco_scores_of_human_captions_are_in_the_published_range(coco):
     assert 0.4 < coco["cider"] < 1.5
 
 
+@pytest.mark.slow  # the coco fixture starts Java (METEOR)
 def test_coco_scores_rank_a_shuffled_pairing_far_lower(flickr8k_human, coco):
     references, hypotheses = flickr8k_human
     # Pure Python scores only (no second Java start): CIDEr and BLEU of captions paired with the

@@ -170,6 +170,7 @@ def test_soft_attention_survives_save_and_load(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["merge_bilstm", "soft_attention"])
+@pytest.mark.slow  # compiles and fits both architectures, then saves and reloads them
 def test_region_encoder_trains_and_survives_save_and_load(name, tmp_path):
     """Both architectures read a grid through the trainable conv region encoder: one training step
     (through the architecture's trainer, when it has one) changes it, and the saved model predicts

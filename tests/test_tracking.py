@@ -67,6 +67,7 @@ def test_unreachable_server_fails_at_once_with_one_line(monkeypatch):
 def test_local_store_needs_no_server(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
     store.check_store()  # returns: nothing to reach
+    assert not (tmp_path / "m.db").exists()  # nor is the store opened to check it
 
 
 def test_champion_moves_only_when_bleu4_improves(monkeypatch, tmp_path):
