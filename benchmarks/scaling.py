@@ -7,7 +7,7 @@
 precision: ResNet50 images/s with features.precision float32 vs bfloat16 (interleaved rounds in one
   process, so machine load hits both alike), the relative difference of the features, and the
   quality effect: linear-probe attribute accuracy (colour, shape, size, place of single-object
-  scenes; benchmarks/encoder_probe.py's probe) on float32 vs bfloat16 features of the same images.
+  scenes; benchmarks/probes/encoder_probe.py's probe) on float32 vs bfloat16 features of the same images.
 stages: for N generated scenes, the download stage (scene generation) for real; the features stage's
   per-image cost and peak RSS measured on a sample (extraction streams to disk: RSS does not depend
   on N) and its time extrapolated; training on a generated feature store of N images with 5

@@ -12,7 +12,7 @@ Scenes never show params.yaml's held-out pairs, so style, not composition, is wh
 
 Run from the project root after `dvc repro` (or `dvc exp apply NAME`):
 
-    python -m benchmarks.shapes_styles --model models [--per-style 48] [--seed 0]
+    python -m benchmarks.probes.shapes_styles --model models [--per-style 48] [--seed 0]
 
 Deterministic: the same model, seed and count give the same table.
 """

@@ -9,7 +9,7 @@ accuracy on test and held-out scenes: how much a decoder that looks at one place
 
 Run after `dvc repro` with the default (soft_attention on a grid):
 
-    python -m benchmarks.attention_errors [--temperatures 1 0.5 0.25] [--project .]
+    python -m benchmarks.probes.attention_errors [--temperatures 1 0.5 0.25] [--project .]
 """
 
 import argparse

@@ -16,7 +16,7 @@
 
 Run after `dvc repro` on a grid-feature model (soft_attention, or merge_bilstm on grids):
 
-    python -m benchmarks.shape_readout [--split val] [--project .]
+    python -m benchmarks.probes.shape_readout [--split val] [--project .]
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Does one grid cell bind an object's colour to its shape? A per-object probe, by grid side.
 
-The encoder probe (benchmarks/encoder_probe.py) asks what a whole image's features carry, on
+The encoder probe (benchmarks/probes/encoder_probe.py) asks what a whole image's features carry, on
 single-object scenes. Captions of scenes with two or three objects need more: *which* colour goes
 with *which* shape. A pooled vector mixes the objects; a grid cell holds (mostly) one. So this
 probe takes scenes as the dataset generates them (1-3 objects), runs the pipeline's own encoder
@@ -14,7 +14,7 @@ model trained on 8,000 scenes reads 0.93 (README). The last column is attention 
 measured the same way: evaluate's own score
 (`metrics.attention_localisation`) for a decoder that, naming each object, always looks at its cell.
 
-    python -m benchmarks.cell_probe [--scenes 1000] [--sides 14 7 5 3] [--layer conv3_block4_out]
+    python -m benchmarks.probes.cell_probe [--scenes 1000] [--sides 14 7 5 3] [--layer conv3_block4_out]
 """
 
 import argparse
@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.encoder_probe import render
+from benchmarks.probes.encoder_probe import render
 from captioning.datasets import shapes
 from captioning.features import EncoderSpec, build_encoder, preprocess
 from captioning.metrics import attention_localisation
