@@ -30,6 +30,13 @@ from captioning.features import EncoderSpec, build_encoder, preprocess
 from captioning.metrics import attention_localisation
 
 
+def centre_cell(obj: dict, scene: dict, side: int) -> tuple[int, int]:
+    """(row, col) of the cell of a side x side grid that holds the object's centre. The encoder
+    squashes the image to a square, so the cell is the centre's fraction of each side."""
+    return (min(int(obj["y"] / scene["height"] * side), side - 1),
+            min(int(obj["x"] / scene["width"] * side), side - 1))
+
+
 def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_size: int = 32):
     """Per object: the feature vector of the cell holding its centre, its 'colour shape' label, its
     scene's index, and a caption of it ("red circle") attending to that cell only."""
@@ -39,9 +46,7 @@ def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_si
         grids = np.asarray(encoder(preprocess(render(batch, size), "resnet50"), training=False), np.float32)  # (n, side, side, C)
         for k, (scene, grid) in enumerate(zip(batch, grids)):
             for obj in scene["objects"]:
-                # The image is squashed to a square, so the cell is the centre's fraction of each side.
-                row = min(int(obj["y"] / scene["height"] * side), side - 1)
-                col = min(int(obj["x"] / scene["width"] * side), side - 1)
+                row, col = centre_cell(obj, scene, side)
                 cells.append(grid[row, col])
                 labels.append(f"{obj['colour']} {obj['shape']}")
                 owner.append(start + k)
