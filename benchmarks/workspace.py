@@ -13,11 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from captioning.features import load_features
-from captioning.io import read_json
-from captioning.models import load_model
-from captioning.text import Vocabulary
-
 ROOT = Path(__file__).resolve().parents[1]
 FLICKR8K = ROOT.parent / "shared/data/flickr8k"
 SAMPLES = FLICKR8K / "images_sample/resized224_test"
@@ -34,6 +29,12 @@ def require(path: Path, then: str) -> Path:
 
 def trained_test_set(project: Path, mmap: bool = False):
     """(model, vocabulary, test image names, their features) of a checkout after `dvc repro`."""
+    # Imported here: the processes in_own_process starts import this module, and measure their RSS.
+    from captioning.features import load_features
+    from captioning.io import read_json
+    from captioning.models import load_model
+    from captioning.text import Vocabulary
+
     model, vocab, features, split = (require(project / p, NOT_TRAINED) for p in
                                      ("models/model.keras", "models/vocab.json", "data/features", "data/split.json"))
     names, feats = load_features(features, mmap=mmap)
