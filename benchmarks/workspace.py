@@ -18,6 +18,7 @@ FLICKR8K = ROOT.parent / "shared/data/flickr8k"
 SAMPLES = FLICKR8K / "images_sample/resized224_test"
 NO_SHARED = "put the shared Flickr8k files beside the checkout (../shared) or pass their path"
 NOT_TRAINED = "run `dvc repro` (make run) in that checkout first"
+NOT_SHAPES = "this reads the shapes dataset's scenes: run `dvc repro` with data.dataset: shapes (the default)"
 
 
 def require(path: Path, then: str) -> Path:

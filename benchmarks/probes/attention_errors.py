@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from benchmarks.probes.cell_probe import centre_cell
-from benchmarks.workspace import ROOT, trained_test_set
+from benchmarks.workspace import NOT_SHAPES, ROOT, require, trained_test_set
 from captioning.attention_maps import caption_attention
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
 from captioning.decoding import decode
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     root = args.project
     model, vocab, test, test_feats = trained_test_set(root, mmap=True)
-    scenes = read_json(root / "data/raw/scenes.json")
+    scenes = read_json(require(root / "data/raw/scenes.json", NOT_SHAPES))
     attended = [(image, words, alphas)
                 for image, (words, alphas) in zip(test, caption_attention(model, test_feats, vocab))]
     table = looked_and_named(attended, scenes)

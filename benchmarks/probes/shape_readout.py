@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 from benchmarks.probes.cell_probe import centre_cell
-from benchmarks.workspace import NOT_TRAINED, ROOT, require
+from benchmarks.workspace import NOT_SHAPES, NOT_TRAINED, ROOT, require
 from captioning import models
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
 from captioning.feature_store import FeatureStore
@@ -114,7 +114,7 @@ def main() -> None:
     print(f"decoder, teacher-forced on {args.split} captions: shape right at "
           f"{decoder_shape_accuracy(model, feats, tokens['sequences'], vocab):.3f} of shape words (chance 0.25)")
 
-    scenes = read_json(root / "data/raw/scenes.json")
+    scenes = read_json(require(root / "data/raw/scenes.json", NOT_SHAPES))
     single = [n for n in store.names if len(scenes.get(n, {}).get("objects", [])) == 1]
     grid = store.read([rows[n] for n in single]).astype(np.float32)
     labels = [scenes[n]["objects"][0]["shape"] for n in single]
