@@ -41,8 +41,13 @@ flickr8k: $(STAMP)  ## the real-photo profile (profiles/flickr8k.yaml) on a loca
 	. $(BIN)/activate && dvc exp run -n $(EXP) $$(python -m scripts.profile_args profiles/flickr8k.yaml \
 	  data.flickr8k.local_dir=$(abspath $(FLICKR8K)) $(SET))
 
-bench: $(STAMP)  ## throughput / timing figures quoted in the README
-	. $(BIN)/activate && python -m benchmarks.features_throughput && python -m benchmarks.pipeline_timing
+bench: $(STAMP)  ## every performance benchmark, quick arguments (benchmarks/README.md); after make run
+	@test -f models/model.keras || { echo "error: models/model.keras not found; run make run first" >&2; exit 1; }
+	. $(BIN)/activate && python -m benchmarks.text_pipeline && python -m benchmarks.features_throughput --images 192 && \
+	  python -m benchmarks.training --captions 1024 && python -m benchmarks.flickr8k_training --steps 10 && \
+	  python -m benchmarks.scaling precision && python -m benchmarks.scaling stages --sizes 500 2000 --train-steps 5 && \
+	  python -m benchmarks.decoding --beams 1 3 && python -m benchmarks.serving --requests 48 --rss-requests 300 && \
+	  python -m benchmarks.pipeline_timing
 
 # Debian packages the tests need (.ci/run installs them before `make test`); one `+=` line each.
 SYSTEM_PACKAGES += postgresql       # tests/test_tracking_server.py: the MLflow server's PostgreSQL store

@@ -6,7 +6,7 @@ batch (what the evaluate stage does), and for one image alone (what `captioning 
 Quality: nltk BLEU-1/4, pycocoevalcap CIDEr-D (pure Python, no Java start-up) and, on the
 generated shapes dataset, attribute accuracy.
 
-    python -m benchmarks.decoding [--project /work/main] [--beams 1 3 5] [--length-penalty 0.7]
+    python -m benchmarks.decoding [--project .] [--beams 1 3 5] [--length-penalty 0.7]
 """
 
 import argparse
@@ -14,34 +14,27 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import keras
 import numpy as np
 from pycocoevalcap.cider.cider import Cider
 
-from captioning.datasets.shapes.truth import attribute_accuracy
+from benchmarks.workspace import ROOT, trained_test_set
 from captioning.decoding import decode
-from captioning.feature_store import FeatureStore
 from captioning.io import read_captions, read_json
+from captioning.datasets.shapes.truth import attribute_accuracy
 from captioning.metrics import bleu
-from captioning.text import Vocabulary, strip_tokens
+from captioning.text import strip_tokens
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--project", type=Path, default=Path("."), help="a project after dvc repro")
+    parser.add_argument("--project", type=Path, default=ROOT, help="a checkout after dvc repro")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--length-penalty", type=float, nargs="+", default=[0.7])
     parser.add_argument("--single", type=int, default=10, help="images decoded one at a time for latency")
     args = parser.parse_args()
     root = args.project
 
-    vocab = Vocabulary.from_json(read_json(root / "models/vocab.json"))
-    model = keras.models.load_model(root / "models/model.keras")
-    store = FeatureStore.open(root / "data/features")
-    names, feats = store.names, store.load()
-    rows = {n: i for i, n in enumerate(names)}
-    test = read_json(root / "data/split.json")["test"]
-    x = feats[[rows[i] for i in test]]
+    model, vocab, test, x = trained_test_set(root)
     references = defaultdict(list)
     for image, caption in read_captions(root / "data/clean/captions.csv"):
         references[image].append(strip_tokens(caption))

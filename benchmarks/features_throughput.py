@@ -2,9 +2,9 @@
 
 The target: the whole stage (JPEG decode + resize one batch ahead, forward pass, copying out) reaches at
 least 90% of the images/s of the forward pass alone on random tensors of the same batch size.
-Images: the real Flickr8k samples (224x224 JPEGs) when ../shared is present, and generated shapes.
+Images: generated shapes and the real Flickr8k sample JPEGs (224x224, from ../shared).
 
-    python benchmarks/features_throughput.py [--images 256] [--batch-size 32] [--image-size 224] [--rounds 3]
+    python -m benchmarks.features_throughput [--images 256] [--batch-size 32] [--image-size 224] [--rounds 3]
         [--layer conv3_block4_out --pooling grid --grid-side 3] (the offline default's encoder; merge_bilstm: --pooling max)
 """
 
@@ -16,11 +16,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from benchmarks.workspace import NO_SHARED, SAMPLES, require
 from captioning.datasets import shapes
 from captioning.features import EncoderSpec, build_encoder, extract, preprocess
-
-SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/flickr8k/images_sample/resized224_test"
-
 
 def bare_forward(encoder, n: int, batch_size: int, size: int) -> float:
     forward = tf.function(lambda x: encoder(preprocess(x, "resnet50"), training=False))
@@ -32,10 +30,11 @@ def bare_forward(encoder, n: int, batch_size: int, size: int) -> float:
     return (n // batch_size) * batch_size / (time.perf_counter() - start)
 
 
-def stage(encoder, paths: list[Path], batch_size: int, size: int) -> float:
-    extract(encoder, paths[:batch_size], size, batch_size, progress=False, backbone="resnet50")  # warm up
+def stage(encoder, paths: list[Path], batch_size: int, size: int, backbone: str = "resnet50") -> float:
+    """The features stage's images/s (features.extract) on these JPEGs, after a warm-up batch."""
+    extract(encoder, paths[:batch_size], size, batch_size, progress=False, backbone=backbone)
     start = time.perf_counter()
-    extract(encoder, paths, size, batch_size, progress=False, backbone="resnet50")
+    extract(encoder, paths, size, batch_size, progress=False, backbone=backbone)
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -48,16 +47,16 @@ def main() -> None:
     parser.add_argument("--pooling", default="grid")
     parser.add_argument("--grid-side", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--samples", type=Path, default=SAMPLES, help="the real 224 px JPEGs")
     args = parser.parse_args()
+    real = sorted(require(args.samples, NO_SHARED).glob("*.jpg"))
     encoder = build_encoder(EncoderSpec(weights="none", image_size=args.image_size, pooling=args.pooling,
                                         layer=args.layer, grid_side=args.grid_side))
 
     with tempfile.TemporaryDirectory() as tmp:
         shapes.generate(Path(tmp) / "raw", num_images=args.images, seed=0, progress=False)
-        sets = {"shapes (200-500 px JPEGs)": sorted((Path(tmp) / "raw/images").glob("*.jpg"))}
-        if SAMPLES.exists():
-            real = sorted(SAMPLES.glob("*.jpg"))
-            sets["flickr8k samples (224 px JPEGs)"] = (real * (args.images // len(real) + 1))[: args.images]
+        sets = {"shapes (200-500 px JPEGs)": sorted((Path(tmp) / "raw/images").glob("*.jpg")),
+                "flickr8k samples (224 px JPEGs)": (real * (args.images // len(real) + 1))[: args.images]}
         # Rounds interleave the bare pass and the stage, and the medians are compared: on a shared
         # machine one bare measurement alone swung 15-18 img/s between runs.
         rates: dict[str, list[float]] = {"bare": [], **{name: [] for name in sets}}

@@ -19,18 +19,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from benchmarks.workspace import FLICKR8K, NO_SHARED, require
 from captioning import models
 from captioning.datasets import flickr8k
 from captioning.text import clean, encode_padded, fit_vocabulary
 from captioning.training import TrainConfig, make_optimizer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flickr8k"
-
-
-def training_captions(n: int, max_length: int | None) -> tuple[np.ndarray, int]:
+def training_captions(shared: Path, n: int, max_length: int | None) -> tuple[np.ndarray, int]:
     """n real training captions (whole images, 5 each) as padded ids, and the vocabulary size."""
-    rows = flickr8k.read_token_file(SHARED / flickr8k.TOKEN_FILE)
-    train = set(flickr8k.read_split_list(SHARED / flickr8k.SPLIT_FILES["train"]))
+    rows = flickr8k.read_token_file(require(shared / flickr8k.TOKEN_FILE, NO_SHARED))
+    train = set(flickr8k.read_split_list(shared / flickr8k.SPLIT_FILES["train"]))
     captions = [clean(c) for image, c in rows if image in train]
     vocab = fit_vocabulary(captions, min_word_count=5, max_length=max_length)
     return encode_padded(vocab, captions[:n]), vocab.size
@@ -64,9 +62,10 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=3200, help="training captions to draw from")
     parser.add_argument("--max-length", type=int, default=22, help="the capped length, tokens incl. start/end")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per setting")
+    parser.add_argument("--flickr8k", type=Path, default=FLICKR8K, help="the Flickr8k text files")
     args = parser.parse_args()
-    full, vocab_size = training_captions(args.captions, None)
-    capped, _ = training_captions(args.captions, args.max_length)
+    full, vocab_size = training_captions(args.flickr8k, args.captions, None)
+    capped, _ = training_captions(args.flickr8k, args.captions, args.max_length)
     small = 256  # rarer words folded into <unk>: what the output layer over the whole vocabulary costs
     settings = [(f"full length ({full.shape[1]}), no XLA, batch 64", full, vocab_size, 64, False),
                 (f"length capped at {args.max_length}", capped, vocab_size, 64, False),

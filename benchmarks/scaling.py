@@ -1,13 +1,13 @@
 """What growing the dataset costs, per stage, and what bigger datasets would need.
 
-    python benchmarks/scaling.py precision [--batches 3] [--probe-scenes 240] [--probe-size 128]
-    python benchmarks/scaling.py stages [--sizes 2000 8000 30000] [--train-steps 20]
-    python benchmarks/scaling.py paper [--features-img-s X] [--train-captions-s Y] [--gpu-speedup 30]
+    python -m benchmarks.scaling precision [--batches 3] [--probe-scenes 240] [--probe-size 128]
+    python -m benchmarks.scaling stages [--sizes 2000 8000 30000] [--train-steps 20]
+    python -m benchmarks.scaling paper --features-img-s X --train-captions-s Y [--gpu-speedup 30]
 
 precision: ResNet50 images/s with features.precision float32 vs bfloat16 (interleaved rounds in one
   process, so machine load hits both alike), the relative difference of the features, and the
   quality effect: linear-probe attribute accuracy (colour, shape, size, place of single-object
-  scenes; benchmarks/encoder_probe.py's probe) on float32 vs bfloat16 features of the same images.
+  scenes; benchmarks/probes/encoder_probe.py's probe) on float32 vs bfloat16 features of the same images.
 stages: for N generated scenes, the download stage (scene generation) for real; the features stage's
   per-image cost and peak RSS measured on a sample (extraction streams to disk: RSS does not depend
   on N) and its time extrapolated; training on a generated feature store of N images with 5
@@ -20,10 +20,7 @@ paper: Flickr30k and COCO on 1 and 8 GPUs from per-image costs (measured here, o
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,24 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's captioning package
+from benchmarks.workspace import in_own_process, peak_rss_mb
 
 CAPTIONS_PER_IMAGE = 5
 DATASETS = {"Flickr8k": (8_091, 40_455), "Flickr30k": (31_783, 158_915), "COCO 2014": (123_287, 616_767)}
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def in_child(kind: str, **kwargs) -> dict:
-    """Run `measure_<kind>(**kwargs)` in a fresh process; its JSON result."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, __file__, "_child", kind, json.dumps(kwargs)], env=env, check=False,
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{kind} {kwargs} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """`measure_<kind>(**kwargs)` in a fresh process (each imports only what it measures), so its peak
+    RSS is its own; its result."""
+    return in_own_process("benchmarks.scaling", "_child", kind, json.dumps(kwargs))
 
 
 # -----------------------------------------------------------------------------
@@ -78,14 +67,11 @@ def precision(args) -> None:
     print(f"  bfloat16 / float32 = {np.median(rates['bfloat16']) / np.median(rates['float32']):.2f}x")
     print(f"  features: mean |bf16 - f32| / mean |f32| = {np.abs(a - b).mean() / np.abs(a).mean():.4f}")
 
-    from encoder_probe import (  # benchmarks/ is on sys.path (main)
-        ATTRIBUTES,
-        single_object_scenes,
-    )
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
     from sklearn.preprocessing import StandardScaler
 
+    from benchmarks.probes.encoder_probe import ATTRIBUTES, single_object_scenes
     from captioning.datasets import shapes
 
     scenes = single_object_scenes(args.probe_scenes, seed=0)
@@ -262,7 +248,6 @@ def main() -> None:
         kind, kwargs = sys.argv[2], json.loads(sys.argv[3])
         print(json.dumps(globals()[f"measure_{kind}"](**kwargs)))
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("precision")

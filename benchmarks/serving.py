@@ -10,7 +10,7 @@ then measures over real HTTP with the Flickr8k sample JPEGs:
 Targets (2-core machine): p50 <= 150 ms; 16 clients >= 0.8x the features images/s; zero failures;
 flat RSS.
 
-    python -m benchmarks.serving models [--requests 96] [--rss-requests 1000]
+    python -m benchmarks.serving [models] [--requests 96] [--rss-requests 1000]
 """
 
 import argparse
@@ -26,8 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared/data/flickr8k/images_sample/resized224_test"
-
+from benchmarks.workspace import NO_SHARED, NOT_TRAINED, ROOT, SAMPLES, require
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,7 +40,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def start_server(model_dir: str, port: int) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int) -> subprocess.Popen:
     # Logs to a file, not a pipe nobody reads: a full pipe would block the server mid-benchmark.
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "captioning", "serve", "--model", model_dir, "--port", str(port)],
@@ -85,28 +84,27 @@ def load(url: str, images: list[bytes], clients: int, requests: int) -> tuple[fl
 
 def features_rate(model_dir: Path, paths: list[Path], batch_size: int = 32) -> float:
     """The features stage's images/s with this model's encoder on the same images (after a warm-up)."""
-    from captioning.features import EncoderSpec, build_encoder, extract
+    from benchmarks.features_throughput import stage  # TensorFlow: loaded once the server is stopped
+    from captioning.features import EncoderSpec, build_encoder
     from captioning.io import read_json
 
     spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
     encoder = build_encoder(spec, weights_file=model_dir / "encoder.weights.h5")
-    extract(encoder, paths[:batch_size], spec.image_size, batch_size, progress=False, backbone=spec.backbone)
-    start = time.perf_counter()
-    extract(encoder, paths, spec.image_size, batch_size, progress=False, backbone=spec.backbone)
-    return len(paths) / (time.perf_counter() - start)
+    return stage(encoder, paths, batch_size, spec.image_size, spec.backbone)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("model_dir", help="a trained model directory (models/ after dvc repro)")
+    parser.add_argument("model_dir", type=Path, nargs="?", default=ROOT / "models",
+                        help="a trained model directory (models/ after dvc repro)")
     parser.add_argument("--requests", type=int, default=96, help="requests per concurrency level")
     parser.add_argument("--latency-requests", type=int, default=50)
     parser.add_argument("--rss-requests", type=int, default=1000)
+    parser.add_argument("--samples", type=Path, default=SAMPLES, help="the JPEGs to send (Flickr8k samples)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    paths = sorted(SAMPLES.glob("*.jpg"))
-    if not paths:
-        sys.exit(f"{SAMPLES}: no sample JPEGs (the shared Flickr8k files sit beside the checkout)")
+    require(args.model_dir / "model.keras", NOT_TRAINED)
+    paths = sorted(require(args.samples, NO_SHARED).glob("*.jpg"))
     images = [p.read_bytes() for p in paths]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -146,7 +144,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    features = features_rate(Path(args.model_dir), paths)
+    features = features_rate(args.model_dir, paths)
     print(f"features stage (same encoder, same {len(paths)} images, batch 32): {features:.1f} images/s")
     print(f"16 clients / features stage: {rates[16] / features:.2f}x (target >= 0.8)")
     print(f"failed requests in total: {failures}")

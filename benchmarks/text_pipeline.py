@@ -1,22 +1,20 @@
 """Text side of the pipeline (clean + split + tokenize) on the full real Flickr8k captions.
 
 Times the package functions the clean, split and tokenize stages call, on all 40,460 captions of
-../shared/data/flickr8k/Flickr8k.token.txt and the official split lists, without DVC or process
+Flickr8k.token.txt and the official split lists (../shared/data/flickr8k), without DVC or process
 start-up (a stage's own Python + import time comes on top). Best of --repeat runs per step.
 
-    python -m benchmarks.text_pipeline [--repeat 3]
+    python -m benchmarks.text_pipeline [--repeat 3] [--flickr8k ../shared/data/flickr8k]
 """
 
 import argparse
 import time
 from pathlib import Path
 
+from benchmarks.workspace import FLICKR8K, NO_SHARED, require
 from captioning.datasets import flickr8k
 from captioning.split import official_split, random_split
 from captioning.text import clean_rows, encode_padded, fit_vocabulary
-
-SHARED = Path(__file__).resolve().parents[2] / "shared/data/flickr8k"
-
 
 def best_of(repeat: int, fn):
     times, result = [], None
@@ -30,12 +28,14 @@ def best_of(repeat: int, fn):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--flickr8k", type=Path, default=FLICKR8K, help="the Flickr8k text files")
     args = parser.parse_args()
-    r = args.repeat
+    r, shared = args.repeat, args.flickr8k
+    require(shared / flickr8k.TOKEN_FILE, NO_SHARED)
 
-    t_read, rows = best_of(r, lambda: flickr8k.read_token_file(SHARED / flickr8k.TOKEN_FILE))
-    lists = {s: flickr8k.read_split_list(SHARED / f) for s, f in flickr8k.SPLIT_FILES.items()}
-    images = sorted(flickr8k.read_sha256_list(SHARED / "Flickr8k_Dataset.sha256"))
+    t_read, rows = best_of(r, lambda: flickr8k.read_token_file(shared / flickr8k.TOKEN_FILE))
+    lists = {s: flickr8k.read_split_list(shared / f) for s, f in flickr8k.SPLIT_FILES.items()}
+    images = sorted(flickr8k.read_sha256_list(shared / "Flickr8k_Dataset.sha256"))
     have = set(images)
     rows = [row for row in rows if row[0] in have]  # the phantom key has no image (import drops it)
 

@@ -2,43 +2,34 @@
 
 merge_bilstm learns one (image, prefix) -> next word pair per sample, so a caption of n tokens costs
 n-1 samples; soft_attention learns a whole caption per sample (teacher forcing). Both train on the
-same captions (the real tokenised captions of a pipeline run when --tokens exists, else generated),
-with features of the right kind (2048-d vectors vs float16 region grids; random values: the cost
-does not depend on them). Each architecture runs in its own process, so peak RSS is its own.
+same real captions (the tokenised training captions of a pipeline run, --tokens), with features
+of the right kind (2048-d vectors vs float16 region grids; random values: the cost does not depend
+on them). Each architecture runs in its own process, so peak RSS is its own.
 
-    python benchmarks/training.py [--captions 2048] [--regions 49] [--tokens ../main/data/tokens/train.npz]
+Needs the tokenize stage's output (`dvc repro tokenize`):
+
+    python -m benchmarks.training [--captions 2048] [--regions 49] [--tokens data/tokens/train.npz]
 """
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's captioning package
-DEFAULT_TOKENS = Path(__file__).resolve().parents[2] / "main/data/tokens/train.npz"
+from benchmarks.workspace import ROOT, in_own_process, peak_rss_mb, require
+from captioning import models
+from captioning.training import TrainConfig, fit
 
 
 def captions(path: Path, n: int, seed: int = 0) -> np.ndarray:
-    if path.exists():
-        seqs = np.load(path, allow_pickle=False)["sequences"]
-        return seqs[np.random.default_rng(seed).permutation(len(seqs))[:n]]
-    rng = np.random.default_rng(seed)  # 8-16 tokens of a 60-word vocabulary, padded to 20
-    seqs = np.zeros((n, 20), np.int32)
-    for row, length in enumerate(rng.integers(8, 17, n)):
-        seqs[row, :length] = [2, *rng.integers(4, 60, length - 2), 3]
-    return seqs
+    seqs = np.load(path, allow_pickle=False)["sequences"]
+    return seqs[np.random.default_rng(seed).permutation(len(seqs))[:n]]
 
 
 def run_one(architecture: str, args) -> dict:
-    import keras  # here, not at the top: each architecture runs in its own process for a clean RSS
-
-    from captioning import models
-    from captioning.training import TrainConfig, fit
-
     arch = models.get(architecture)
     seqs = captions(args.tokens, args.captions)
     vocab_size, max_length = int(seqs.max()) + 1, seqs.shape[1]
@@ -59,10 +50,11 @@ def run_one(architecture: str, args) -> dict:
                          strategy="default", features_in_memory_mb=1024)
     history = fit(model, arch, train, val, config)
     seconds = history["epoch_seconds"][-1]  # the first epoch includes tracing
-    return {"architecture": architecture, "captions": len(seqs), "steps": arch.steps_per_epoch(seqs, rows, args.batch_size),
+    return {"architecture": architecture, "captions": len(seqs),
+            "steps": int(arch.steps_per_epoch(seqs, rows, args.batch_size)),  # numpy's int64 is no JSON
             "epoch_seconds": round(seconds, 2),
             "captions_per_s": round(len(seqs) / seconds, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def main() -> None:
@@ -70,21 +62,20 @@ def main() -> None:
     parser.add_argument("--captions", type=int, default=2048)
     parser.add_argument("--regions", type=int, default=49)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--tokens", type=Path, default=DEFAULT_TOKENS)
+    parser.add_argument("--tokens", type=Path, default=ROOT / "data/tokens/train.npz")
     parser.add_argument("--only", choices=["merge_bilstm", "soft_attention"])
     args = parser.parse_args()
+    require(args.tokens, "run `dvc repro tokenize` first, or pass --tokens")
     if args.only:
-        print("RESULT " + json.dumps(run_one(args.only, args)))
+        print(json.dumps(run_one(args.only, args)))
         return
     results = {}
     for architecture in ("merge_bilstm", "soft_attention"):
-        cmd = [sys.executable, __file__, "--only", architecture, *sys.argv[1:]]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        results[architecture] = json.loads(out.split("RESULT ", 1)[1])
+        results[architecture] = in_own_process("benchmarks.training", "--only", architecture, *sys.argv[1:])
         print(results[architecture])
     ratio = results["soft_attention"]["captions_per_s"] / results["merge_bilstm"]["captions_per_s"]
     print(f"soft_attention trains {ratio:.2f}x the captions/s of merge_bilstm "
-          f"(tokens: {args.tokens if args.tokens.exists() else 'generated'}, {args.regions} regions)")
+          f"(tokens: {args.tokens}, {args.regions} regions)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ accuracy on test and held-out scenes: how much a decoder that looks at one place
 
 Run after `dvc repro` with the default (soft_attention on a grid):
 
-    python -m benchmarks.attention_errors [--temperatures 1 0.5 0.25] [--project .]
+    python -m benchmarks.probes.attention_errors [--temperatures 1 0.5 0.25] [--project .]
 """
 
 import argparse
@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from keras import ops
 
+from benchmarks.probes.cell_probe import centre_cell
+from benchmarks.workspace import NOT_SHAPES, ROOT, require, trained_test_set
 from captioning.attention_maps import caption_attention
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
 from captioning.datasets.shapes.truth import attribute_accuracy
@@ -27,7 +29,6 @@ from captioning.decoding import decode
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json
 from captioning.models import load_model, soft_attention
-from captioning.text import Vocabulary
 
 SHAPE_OF = {word: shape for shape, words in SHAPE_WORDS.items() for word in words}
 
@@ -43,8 +44,7 @@ def looked_and_named(attended, scenes: dict) -> collections.Counter:
             if word not in SHAPE_OF or len(objects) != 1:
                 continue
             obj = objects[0]
-            row = min(int(obj["y"] / scene["height"] * side), side - 1)
-            col = min(int(obj["x"] / scene["width"] * side), side - 1)
+            row, col = centre_cell(obj, scene, side)
             table[int(np.argmax(alphas[i])) == row * side + col, SHAPE_OF[word] == obj["shape"]] += 1
     return table
 
@@ -65,18 +65,11 @@ class SharpenedSoftmax:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.5, 0.25])
-    parser.add_argument("--project", type=Path, default=Path("."))
+    parser.add_argument("--project", type=Path, default=ROOT, help="a checkout after dvc repro")
     args = parser.parse_args()
     root = args.project
-    vocab = Vocabulary.from_json(read_json(root / "models/vocab.json"))
-    store = FeatureStore.open(root / "data/features")
-    names, feats = store.names, store.memmap()
-    rows = {n: i for i, n in enumerate(names)}
-    test = read_json(root / "data/split.json")["test"]
-    test_feats = feats[[rows[i] for i in test]]
-    scenes = read_json(root / "data/raw/scenes.json")
-
-    model = load_model(root / "models/model.keras")
+    model, vocab, test, test_feats = trained_test_set(root, mmap=True)
+    scenes = read_json(require(root / "data/raw/scenes.json", NOT_SHAPES))
     attended = [(image, words, alphas)
                 for image, (words, alphas) in zip(test, caption_attention(model, test_feats, vocab))]
     table = looked_and_named(attended, scenes)

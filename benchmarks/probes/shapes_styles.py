@@ -10,9 +10,9 @@ how often it names the object's colour, its shape, and both together (`attribute
 a second, absent object is not penalised: the question is only whether the real one is named.
 Scenes never show params.yaml's held-out pairs, so style, not composition, is what varies.
 
-Run from the project root after `dvc repro` (or `dvc exp apply NAME`):
+Run after `dvc repro` (or `dvc exp apply NAME`):
 
-    python -m benchmarks.shapes_styles --model models [--per-style 48] [--seed 0]
+    python -m benchmarks.probes.shapes_styles [--model models] [--per-style 48] [--seed 0]
 
 Deterministic: the same model, seed and count give the same table.
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.workspace import NOT_TRAINED, ROOT, require
 from captioning.captioner import Captioner
 from captioning.datasets import shapes
 from stages import load_params
@@ -78,13 +79,15 @@ def table(rows: dict[str, np.ndarray]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("models"), help="model directory (dvc repro's models/)")
+    parser.add_argument("--model", type=Path, default=ROOT / "models", help="a checkout's models/ after dvc repro")
     parser.add_argument("--per-style", type=int, default=48, help="single-object scenes per style")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (the same scenes for every style)")
     parser.add_argument("--examples", type=int, default=0, help="also print this many captions per style")
     args = parser.parse_args()
 
-    exclude = load_params()["data"]["shapes"].get("holdout") or []
+    require(args.model / "model.keras", NOT_TRAINED)
+    # Held out by the params the model was trained with: those of the checkout its models/ sits in.
+    exclude = load_params(args.model.parent / "params.yaml")["data"]["shapes"].get("holdout") or []
     scenes = single_object_scenes(args.per_style, args.seed, exclude)
     captioner = Captioner(args.model)
     rows = {}

@@ -1,6 +1,6 @@
 """Does one grid cell bind an object's colour to its shape? A per-object probe, by grid side.
 
-The encoder probe (benchmarks/encoder_probe.py) asks what a whole image's features carry, on
+The encoder probe (benchmarks/probes/encoder_probe.py) asks what a whole image's features carry, on
 single-object scenes. Captions of scenes with two or three objects need more: *which* colour goes
 with *which* shape. A pooled vector mixes the objects; a grid cell holds (mostly) one. So this
 probe takes scenes as the dataset generates them (1-3 objects), runs the pipeline's own encoder
@@ -14,7 +14,7 @@ model trained on 8,000 scenes reads 0.93 (README). The last column is attention 
 measured the same way: evaluate's own score
 (`metrics.attention_localisation`) for a decoder that, naming each object, always looks at its cell.
 
-    python -m benchmarks.cell_probe [--scenes 1000] [--sides 14 7 5 3] [--layer conv3_block4_out]
+    python -m benchmarks.probes.cell_probe [--scenes 1000] [--sides 14 7 5 3] [--layer conv3_block4_out]
 """
 
 import argparse
@@ -24,10 +24,17 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.encoder_probe import render
+from benchmarks.probes.encoder_probe import render
 from captioning.datasets import shapes
 from captioning.datasets.shapes.truth import attention_localisation
 from captioning.features import EncoderSpec, build_encoder, preprocess
+
+
+def centre_cell(obj: dict, scene: dict, side: int) -> tuple[int, int]:
+    """(row, col) of the cell of a side x side grid that holds the object's centre. The encoder
+    squashes the image to a square, so the cell is the centre's fraction of each side."""
+    return (min(int(obj["y"] / scene["height"] * side), side - 1),
+            min(int(obj["x"] / scene["width"] * side), side - 1))
 
 
 def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_size: int = 32):
@@ -39,9 +46,7 @@ def cells_and_labels(encoder, scenes: list[dict], side: int, size: int, batch_si
         grids = np.asarray(encoder(preprocess(render(batch, size), "resnet50"), training=False), np.float32)  # (n, side, side, C)
         for k, (scene, grid) in enumerate(zip(batch, grids)):
             for obj in scene["objects"]:
-                # The image is squashed to a square, so the cell is the centre's fraction of each side.
-                row = min(int(obj["y"] / scene["height"] * side), side - 1)
-                col = min(int(obj["x"] / scene["width"] * side), side - 1)
+                row, col = centre_cell(obj, scene, side)
                 cells.append(grid[row, col])
                 labels.append(f"{obj['colour']} {obj['shape']}")
                 owner.append(start + k)

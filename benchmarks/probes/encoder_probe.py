@@ -14,7 +14,7 @@ Layers: conv3_block4_out (28x28x512 at 224 px; its head reads it 2x2 max-pooled 
 a caption model attends over), conv4_block6_out (14x14x1024) and conv5_block3_out (7x7x2048, the
 last block: what ImageNet users keep). One forward pass computes all three.
 
-    python -m benchmarks.encoder_probe [--scenes 1000] [--weights none|imagenet|PATH] [--control]
+    python -m benchmarks.probes.encoder_probe [--scenes 1000] [--weights none|imagenet|PATH] [--control]
 
 `--control` adds the old control: the same objects large, centred, on a plain square canvas.
 """

@@ -16,7 +16,7 @@
 
 Run after `dvc repro` on a grid-feature model (soft_attention, or merge_bilstm on grids):
 
-    python -m benchmarks.shape_readout [--split val] [--project .]
+    python -m benchmarks.probes.shape_readout [--split val] [--project .]
 """
 
 import argparse
@@ -27,6 +27,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
+from benchmarks.probes.cell_probe import centre_cell
+from benchmarks.workspace import NOT_SHAPES, NOT_TRAINED, ROOT, require
 from captioning import models
 from captioning.datasets.shapes import COLOURS, SHAPE_WORDS
 from captioning.datasets.shapes.truth import object_pairs
@@ -79,8 +81,7 @@ def object_cells(grids: np.ndarray, scenes: list[dict]) -> tuple[np.ndarray, lis
     cells, pairs = [], []
     for grid, scene in zip(grids, scenes):
         for obj in scene["objects"]:
-            row = min(int(obj["y"] / scene["height"] * side), side - 1)
-            col = min(int(obj["x"] / scene["width"] * side), side - 1)
+            row, col = centre_cell(obj, scene, side)
             cells.append(grid[row * side + col])
             pairs.append((obj["colour"], obj["shape"]))
     return np.array(cells), pairs
@@ -99,11 +100,11 @@ def probe(x: np.ndarray, labels: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--project", default=".")
+    parser.add_argument("--project", type=Path, default=ROOT, help="a checkout after dvc repro")
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
     args = parser.parse_args()
-    root = Path(args.project)
-    model = models.load_model(root / "models/model.keras")
+    root = args.project
+    model = models.load_model(require(root / "models/model.keras", NOT_TRAINED))
     vocab = Vocabulary.from_json(read_json(root / "models/vocab.json"))
     store = FeatureStore.open(root / "data/features")
     rows = {name: i for i, name in enumerate(store.names)}
@@ -112,7 +113,7 @@ def main() -> None:
     print(f"decoder, teacher-forced on {args.split} captions: shape right at "
           f"{decoder_shape_accuracy(model, feats, tokens['sequences'], vocab):.3f} of shape words (chance 0.25)")
 
-    scenes = read_json(root / "data/raw/scenes.json")
+    scenes = read_json(require(root / "data/raw/scenes.json", NOT_SHAPES))
     single = [n for n in store.names if len(scenes.get(n, {}).get("objects", [])) == 1]
     grid = store.read([rows[n] for n in single]).astype(np.float32)
     labels = [scenes[n]["objects"][0]["shape"] for n in single]
