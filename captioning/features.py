@@ -3,8 +3,8 @@
 halve disk and RAM), for a decoder that attends to places. ImageNet users keep the last block
 (7x7x2048 at 224 px); the offline default keeps conv3 (28x28x512, max-pooled to 3x3 regions),
 because a randomly initialised ResNet50 still carries shape there and loses it in its later blocks
-(`python -m benchmarks.encoder_probe`), and a cell that size holds one object of the generated
-scenes whole (`python -m benchmarks.cell_probe`).
+(`python -m benchmarks.probes.encoder_probe`), and a cell that size holds one object of the generated
+scenes whole (`python -m benchmarks.probes.cell_probe`).
 
 Images are decoded and resized by Pillow in a thread that runs one batch ahead of the model, so
 decoding overlaps with the (much slower) forward pass. A bad image (corrupt, truncated, not an

@@ -202,7 +202,7 @@ def test_render_is_a_pure_function_of_the_scene_json():
     assert arr[:20, :20].std() > 0.5
 
 
-# -- other drawing styles (benchmarks/shapes_styles.py) ------------------------------
+# -- other drawing styles (benchmarks/probes/shapes_styles.py) ------------------------------
 
 def lone(shape: str, colour: str = "red", shadow: int = 0) -> dict:
     """A one-object scene on a plain grey background, large and centred, for pixel counts."""

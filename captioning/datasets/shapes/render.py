@@ -86,7 +86,7 @@ def _photographic(image: Image.Image, scene: dict, rng: np.random.Generator) -> 
 
 # -----------------------------------------------------------------------------
 # Other drawing styles: the same scenes drawn unlike the training renderer, to tell a model that
-# learnt colours and shapes from one that learnt this renderer's look (benchmarks/shapes_styles.py).
+# learnt colours and shapes from one that learnt this renderer's look (benchmarks/probes/shapes_styles.py).
 # Never used for training data.
 
 STYLES: tuple[str, ...] = ("training", "clean", "outline", "rotated", "striped")
