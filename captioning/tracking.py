@@ -356,14 +356,14 @@ def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], *, da
     """Scores, reports, a sample-caption table and the model in `model_dir` (registered as
     `registered_model`, decoding as `decoding` says; alias `champion` moves only if BLEU-4 improves).
     `params` are logged as they are. Returns the run id, its name and the model version registered."""
-    from captioning import serving  # lazy: importing it registers it as the models-from-code model
+    from captioning import mlflow_model  # lazy: importing it registers it as the models-from-code model
 
     model_dir = Path(model_dir).resolve()
     run_id = read_json(model_dir / "run.json")["mlflow_run_id"]
     name, decoding = registered_model, dict(decoding)
     metrics, tags = split_figures(scores)
     if latency_images:
-        metrics["caption_latency_ms"] = serving.latency_ms(model_dir, list(latency_images), **decoding)
+        metrics["caption_latency_ms"] = mlflow_model.latency_ms(model_dir, list(latency_images), **decoding)
     reports = [Path(p).resolve() for p in reports]
     samples = [read_json(p) for p in reports if p.name == "samples.json"]
     with _evaluation_run(params, run_id, dataset) as run, at_root():
@@ -379,7 +379,7 @@ def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], *, da
             mlflow.log_table(sample_table(samples[0]), artifact_file="samples_table.json")  # same model and
             # params give the same captions: a code-only rerun into this run need not append them again
         encoder_uri = store_encoder(model_dir)
-        info = serving.log_model(model_dir, registered_model_name=name, decoding=decoding, encoder_uri=encoder_uri)
+        info = mlflow_model.log_model(model_dir, registered_model_name=name, decoding=decoding, encoder_uri=encoder_uri)
         client.set_logged_model_tags(info.model_id, {"mlflow.source.name": "stages/evaluate.py"})  # not the
         # absolute path MLflow records, which a moved store would still carry
         promote_if_better(name, info.registered_model_version, metrics.get("bleu4", 0.0))
