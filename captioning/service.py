@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from captioning.attention_maps import attention_for
-from captioning.captioner import DECODING_FILE, Captioner, summary
+from captioning.captioner import Captioner, summary
 from captioning.decoding import decode
 from captioning.features import ImageTooLarge
 from captioning.io import DataError
@@ -241,46 +240,6 @@ async def _refuse(receive, send, message: str, linger_s: float) -> None:
     except TimeoutError:
         pass  # still sending after linger_s: close anyway
     await send({"type": "http.response.body", "body": b""})
-
-
-# -----------------------------------------------------------------------------
-# Where the model comes from: a directory, or the MLflow registry
-
-def resolve_model(source: str) -> tuple[Path, dict]:
-    """(local model directory, what to show about it) for a directory or a models:/NAME@ALIAS (or
-    models:/NAME/VERSION) URI, whose artifacts are downloaded with mlflow (MLFLOW_TRACKING_URI)."""
-    if not source.startswith("models:/"):
-        return Path(source), {"source": str(source)}
-    import mlflow
-    import yaml
-
-    ref = source.removeprefix("models:/")
-    name, alias, version = ref, None, None
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-    elif "/" in ref:
-        name, version = ref.split("/", 1)
-    try:
-        client = mlflow.MlflowClient()
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}"))
-    except Exception as e:  # noqa: BLE001 (mlflow raises many types for a missing store/model/alias)
-        raise DataError(f"{source}: cannot load it from the MLflow registry ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); check MLFLOW_TRACKING_URI and the name") from None
-    model_dir = local / "artifacts"
-    decoding = model_dir / DECODING_FILE
-    if not decoding.exists():  # models logged before decoding.json travelled with them: their model_config
-        config = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("model_config") or {}
-        if "beam_size" in config:
-            decoding.write_text(json.dumps({k: config[k] for k in ("beam_size", "length_penalty") if k in config}))
-    info = {"source": source, "name": name, "version": str(mv.version), "run_id": mv.run_id}
-    try:  # the dataset the run was tagged with (models logged before run.json recorded it)
-        dataset = client.get_run(mv.run_id).data.tags.get("dataset") if mv.run_id else None
-    except Exception:  # noqa: BLE001 (optional: the page then says the model's own run.json, or unknown)
-        dataset = None
-    if dataset:
-        info["dataset"] = dataset
-    return model_dir, info
 
 
 # -----------------------------------------------------------------------------
