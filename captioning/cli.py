@@ -167,7 +167,9 @@ def serve(args) -> int:
     try:
         with native_stderr_silenced(not args.verbose):
             from captioning.captioner import Captioner  # here: they import TensorFlow, which must start quiet
-            from captioning.service import Batching, Limits, create_app
+            from captioning.web.app import create_app
+            from captioning.web.batching import Batching
+            from captioning.web.limits import Limits
 
             model_dir, info = Path(args.model), {"source": args.model}
             if args.model.startswith("models:/"):  # only then: importing mlflow costs start-up time and memory
