@@ -51,7 +51,7 @@ bench: $(STAMP)  ## every performance benchmark, quick arguments (benchmarks/REA
 
 # Debian packages the tests need (.ci/run installs them before `make test`); one `+=` line each.
 SYSTEM_PACKAGES += postgresql       # tests/test_tracking_server.py: the MLflow server's PostgreSQL store
-SYSTEM_PACKAGES += chromium chromium-driver  # tests/test_web.py: the page in a real browser
+SYSTEM_PACKAGES += chromium chromium-driver  # tests/test_web_page.py: the page in a real browser
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 system-deps:  ## install SYSTEM_PACKAGES with apt (skipped when all are installed)

@@ -167,9 +167,15 @@ def serve(args) -> int:
     try:
         with native_stderr_silenced(not args.verbose):
             from captioning.captioner import Captioner  # here: they import TensorFlow, which must start quiet
-            from captioning.service import Batching, Limits, create_app, resolve_model
+            from captioning.web.app import create_app
+            from captioning.web.batching import Batching
+            from captioning.web.limits import Limits
 
-            model_dir, info = resolve_model(args.model)
+            model_dir, info = Path(args.model), {"source": args.model}
+            if args.model.startswith("models:/"):  # only then: importing mlflow costs start-up time and memory
+                from captioning.mlflow_model import download_registered
+
+                model_dir, info = download_registered(args.model)
             captioner = Captioner(model_dir)
             captioner.caption_arrays(np.zeros((1, captioner.spec.image_size, captioner.spec.image_size, 3)))
     except DataError as e:

@@ -9,7 +9,7 @@ its models/ whose run.json had `"dataset": "flickr8k"` added, as the train stage
 run's train stage predated it, and the page would have said "trained on unknown".) It does
 what a user does: starts `captioning serve --model MODEL --port 8765` on 127.0.0.1 (a subprocess,
 the real command), waits for GET /health, opens the page in Debian's headless Chromium through
-selenium and chromium-driver (`make system-deps`; as tests/test_web.py drives it), uploads the
+selenium and chromium-driver (`make system-deps`; as tests/test_web_page.py drives it), uploads the
 photo with the page's file input, waits for the caption, takes the screenshot, and stops the
 server. It prints the caption, the model line and the latency the page shows (after one warm-up
 request: a running server has compiled its decoder already).

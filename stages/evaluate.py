@@ -7,7 +7,7 @@ from captioning.attention_maps import write_attention_maps
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json, write_json
 from captioning.models import load_model
-from captioning.serving import latency_ms
+from captioning.mlflow_model import latency_ms
 from captioning.text import Vocabulary
 from stages import load_params, run
 

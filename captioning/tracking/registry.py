@@ -50,10 +50,10 @@ def register_model(model_dir: str | Path, *, name: str, decoding: Mapping[str, A
     """Log the model in `model_dir` into the active run (decoding as `decoding` says, the encoder
     referenced, `source` the stage script), register it as a version of `name`, and move the
     champion alias to it if its BLEU-4 is the best. Returns the version."""
-    from captioning import serving  # lazy: importing it registers it as the models-from-code model
+    from captioning import mlflow_model  # lazy: importing it registers it as the models-from-code model
 
-    info = serving.log_model(model_dir, registered_model_name=name, decoding=dict(decoding),
-                             encoder_uri=store_encoder(model_dir))
+    info = mlflow_model.log_model(model_dir, registered_model_name=name, decoding=dict(decoding),
+                                  encoder_uri=store_encoder(model_dir))
     # The stage script, not the absolute path MLflow records, which a moved store would still carry.
     mlflow.MlflowClient().set_logged_model_tags(info.model_id, {"mlflow.source.name": source})
     promote_if_better(name, info.registered_model_version, bleu4)

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from captioning import serving
+from captioning import mlflow_model
 from conftest import REPO, TINY_DECODING
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -33,7 +33,7 @@ def served(trained_repo, tmp_path_factory):
     try:
         mlflow.set_experiment("serving-test")
         with mlflow.start_run() as run:
-            serving.log_model(model_dir, decoding=TINY_DECODING)
+            mlflow_model.log_model(model_dir, decoding=TINY_DECODING)
     finally:
         mlflow.set_tracking_uri(None)
     port = free_port()

@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app_server import background_server
 from captioning.captioner import Captioner
-from captioning.service import Batching, background_server, create_app
+from captioning.web.app import create_app
+from captioning.web.batching import Batching
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 

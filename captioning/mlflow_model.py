@@ -11,6 +11,10 @@ The encoder, decoder and vocabulary are loaded once per process (not per request
 the CLI and `captioning serve` use, so a served image gets the caption the CLI gives it. Decoding
 settings travel with the model as its decoding.json artifact (and as model_config, for older
 readers). The `captioning` package travels inside the model (code_paths).
+
+Loading a logged model is MLflow's business, so it is done here and not in the web app:
+`captioning serve --model models:/NAME@ALIAS` gets its directory from `download_registered`, and
+an encoder stored once in the tracking store (a runs:/ URI) is fetched by `_model_dir`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import yaml
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
@@ -61,6 +66,38 @@ def _model_dir(artifacts: dict[str, str], encoder_uri: str | None, scratch: Path
     for path in [*map(Path, artifacts.values()), weights]:
         (scratch / path.name).symlink_to(path.resolve())
     return scratch
+
+
+def download_registered(uri: str) -> tuple[Path, dict]:
+    """(local model directory, what to show about it) for a models:/NAME@ALIAS or models:/NAME/VERSION
+    URI, whose artifacts are downloaded with mlflow (MLFLOW_TRACKING_URI)."""
+    ref = uri.removeprefix("models:/")
+    name, alias, version = ref, None, None
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+    try:
+        client = mlflow.MlflowClient()
+        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}"))
+    except Exception as e:  # noqa: BLE001 (mlflow raises many types for a missing store/model/alias)
+        raise DataError(f"{uri}: cannot load it from the MLflow registry ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); check MLFLOW_TRACKING_URI and the name") from None
+    model_dir = local / "artifacts"
+    decoding = model_dir / DECODING_FILE
+    if not decoding.exists():  # models logged before decoding.json travelled with them: their model_config
+        config = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("model_config") or {}
+        if "beam_size" in config:
+            decoding.write_text(json.dumps({k: config[k] for k in ("beam_size", "length_penalty") if k in config}))
+    info = {"source": uri, "name": name, "version": str(mv.version), "run_id": mv.run_id}
+    try:  # the dataset the run was tagged with (models logged before run.json recorded it)
+        dataset = client.get_run(mv.run_id).data.tags.get("dataset") if mv.run_id else None
+    except Exception:  # noqa: BLE001 (optional: the page then says the model's own run.json, or unknown)
+        dataset = None
+    if dataset:
+        info["dataset"] = dataset
+    return model_dir, info
 
 
 class CaptionModel(mlflow.pyfunc.PythonModel):

@@ -1,8 +1,7 @@
-"""The web service over real HTTP on 127.0.0.1: good images in every colour mode, hostile and broken
-requests (right status, one clear line, no traceback, the server still answers), micro-batching,
-the attention answer of soft_attention models, and `captioning serve` itself as a subprocess."""
+"""The web app over real HTTP on 127.0.0.1: good images in every colour mode, hostile and broken
+requests (right status, one clear line, no traceback, the server still answers), the attention
+answer of soft_attention models, and `captioning serve` itself as a subprocess."""
 
-import concurrent.futures
 import json
 import os
 import socket
@@ -14,8 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
+from app_server import background_server
 from captioning.captioner import Captioner
-from captioning.service import Batching, Limits, background_server, create_app
+from captioning.web.app import create_app
+from captioning.web.batching import Batching
+from captioning.web.limits import Limits
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -193,31 +195,7 @@ def test_page_docs_and_openapi_are_served(http, url):
     spec = http.get(f"{url}/openapi.json").json()
     body = spec["paths"]["/caption"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "image/*"} <= set(body)
-    assert http.get(f"{url}/static/../service.py").status_code == 404  # no way out of the web folder
-
-
-def test_concurrent_requests_are_micro_batched(captioner, sample_images):
-    """16 parallel clients inside one wide window: far fewer model calls than requests, same captions."""
-    images = [p.read_bytes() for p in sample_images[:16]]
-    app = create_app(captioner, limits=LIMITS, batching=Batching(window_ms=1000, max_batch=32))
-    with background_server(app) as url, httpx.Client(timeout=120) as http:
-        before = http.get(f"{url}/health").json()["batching"]
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda data: post_raw(http, url, data), images))
-        after = http.get(f"{url}/health").json()["batching"]
-    assert all(a.status_code == 200 for a in answers)
-    calls = after["model_calls"] - before["model_calls"]
-    assert after["images"] - before["images"] == 16
-    assert calls <= 4 and after["largest_batch"] >= 4, after  # 16 sequential requests would be 16 calls
-    one_by_one = [captioner.caption_arrays(captioner.load(data)[None])[0].text for data in images]
-    assert [a.json()["caption"] for a in answers] == one_by_one
-
-
-def test_a_request_that_waits_too_long_gets_503(captioner, odd_inputs):
-    app = create_app(captioner, limits=Limits(timeout_s=0.001), batching=Batching(window_ms=200))
-    with background_server(app) as url, httpx.Client(timeout=60) as http:
-        assert_clean_error(post_raw(http, url, odd_inputs["jpeg"].read_bytes()), 503, "timed out")
-        assert http.get(f"{url}/health").status_code == 200
+    assert http.get(f"{url}/static/../app.py").status_code == 404  # no way out of the web folder
 
 
 def test_soft_attention_answers_carry_each_words_attention(attention_repo, odd_inputs):
