@@ -296,8 +296,8 @@ def _compiled(model: keras.Model, batch: int):
     kernels, and an eager Keras call costs far more than a graph for one image
     (benchmarks/decoding.py measures both). One function per batch size, each traced once (a
     dynamic batch dimension made steps slower); a partial, not a closure, because TensorFlow counts
-    traces per code object and would
-    warn about "retracing" that is intended here."""
+    traces per code object and would warn
+    about "retracing" that is intended here."""
     return tf.function(functools.partial(_call, model), jit_compile=True, autograph=False)
 
 
