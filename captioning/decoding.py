@@ -292,12 +292,12 @@ def _forward(model):
 @functools.lru_cache(maxsize=64)
 def _compiled(model: keras.Model, batch: int):
     """The model's forward pass for `batch` inputs as one XLA-compiled graph. A decoding step is
-    many small ops (an LSTM over the prefix, attention, two dense layers) that XLA fuses: one
-    image's step took 4.2 ms as a plain graph and 1.4 ms compiled (merge_bilstm, 256 units, this
-    2-core CPU); an eager Keras call costs ~25x a graph for one image (benchmarks/decoding.py).
-    One function per batch size, each traced once (a dynamic batch dimension made steps ~20 %
-    slower); a partial, not a closure, because TensorFlow counts traces per code object and would
-    warn about "retracing" that is intended here."""
+    many small ops (an LSTM over the prefix, attention, two dense layers) that XLA fuses into a few
+    kernels, and an eager Keras call costs far more than a graph for one image
+    (benchmarks/decoding.py measures both). One function per batch size, each traced once (a
+    dynamic batch dimension made steps slower); a partial, not a closure, because TensorFlow counts
+    traces per code object and would warn
+    about "retracing" that is intended here."""
     return tf.function(functools.partial(_call, model), jit_compile=True, autograph=False)
 
 
