@@ -180,6 +180,17 @@ def trained_repo(tmp_path_factory, worker_id) -> Path:
     return repo
 
 
+def library_captions(model_dir: Path, images: list[Path]) -> dict[str, str]:
+    """What captioning.captioner.Captioner gives these images (one batch, the model's saved decoding):
+    the caption the CLI, the web service and the MLflow model must each return. A 2-epoch tiny model
+    may end a caption at once, so that a caption is a string proves nothing."""
+    from captioning.captioner import Captioner
+
+    captions, errors = Captioner(model_dir).caption([str(p) for p in images])
+    assert not errors, errors
+    return {Path(path).name: caption for path, caption in captions.items()}
+
+
 def copy_of(repo: Path, dest: Path) -> Path:
     """A private copy of a pipeline run (git, DVC cache, outputs, MLflow store): tests that rerun
     stages or add runs start here instead of paying for their own `dvc repro`."""

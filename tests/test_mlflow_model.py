@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from captioning import mlflow_model
-from conftest import REPO, TINY_DECODING
+from conftest import REPO, TINY_DECODING, library_captions
 
 sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_ui_check import free_port, post, server  # noqa: E402
@@ -69,5 +69,6 @@ def test_bytes_are_captioned_like_evaluate_and_bad_rows_get_one_line(served, tra
         assert rows[i]["caption"] is None and rows[i]["error"].startswith(f"image {i}: "), rows[i]
         assert words in rows[i]["error"] and "\n" not in rows[i]["error"], rows[i]
     assert rows[1]["error"].replace("image 1", "image 2") == rows[2]["error"]  # no way to probe files
-    assert isinstance(rows[6]["caption"], str) and rows[6]["error"] is None
+    captions = library_captions(trained_repo / "models", [image, odd_inputs["cmyk"]])  # one batch, as served
+    assert rows[6] == {"caption": captions[odd_inputs["cmyk"].name], "error": None}
     assert "Traceback" not in json.dumps(answer)

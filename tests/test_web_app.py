@@ -18,6 +18,7 @@ from captioning.captioner import Captioner
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
 from captioning.web.limits import Limits
+from conftest import library_captions
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -241,7 +242,8 @@ def test_serve_command_starts_answers_and_stops(trained_repo, odd_inputs, tmp_pa
         assert health.json()["model"]["source"] == "models"
         answer = httpx.post(f"http://127.0.0.1:{port}/caption", content=odd_inputs["jpeg"].read_bytes(),
                             headers={"content-type": "image/jpeg"}, timeout=60)
-        assert answer.status_code == 200 and isinstance(answer.json()["caption"], str)
+        expected = library_captions(trained_repo / "models", [odd_inputs["jpeg"]])[odd_inputs["jpeg"].name]
+        assert answer.status_code == 200 and answer.json()["caption"] == expected, answer.text
     finally:
         proc.terminate()
         proc.wait(timeout=30)
