@@ -96,8 +96,8 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
     Returns the words of each caption, without start/end tokens. A model whose architecture decodes
     incrementally (soft_attention) carries its state from word to word, `batch_size` images at a
     time; any other runs the whole model over each prefix. Every step runs all the captions,
-    finished ones too: the batch keeps one shape, so XLA compiles once per decode (~10 s each for a
-    whole model on this CPU), where shrinking to the unfinished captions compiled up to nine shapes
+    finished ones too: the batch keeps one shape, so XLA compiles once per decode (seconds for a
+    whole model), where shrinking to the unfinished captions compiled up to nine shapes
     for a saving of milliseconds per step.
     """
     index = vocab.index

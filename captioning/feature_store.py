@@ -123,9 +123,9 @@ def _return_big_blocks_to_the_os() -> None:
     """Make glibc serve every block of 1 MiB or more with its own mmap, returned on free.
 
     By default glibc raises that threshold to the size of the last freed block (up to 32 MiB), so
-    per-batch feature arrays (~13-25 MB) then come from per-thread heaps that keep freed memory:
-    measured here, an epoch over a 400 MB store grew peak RSS by 440-615 MB; with the fixed
-    threshold by ~100 MB (one run). No effect (and no error) on other C libraries.
+    per-batch feature arrays (tens of MB) then come from per-thread heaps that keep freed memory,
+    and an epoch read from disk grows peak RSS by more than the store itself. No effect (and no
+    error) on other C libraries.
     """
     try:
         libc = ctypes.CDLL(None)

@@ -275,7 +275,7 @@ def image_batches(paths: Sequence[Path], size: int, batch_size: int, on_error: C
 @functools.lru_cache(maxsize=4)
 def _forward(encoder, size: int, backbone: str):
     """The encoder's forward pass as one graph for every batch size (traced once per encoder:
-    retracing ResNet50 for the last, smaller batch alone cost ~15 s)."""
+    retracing ResNet50 for the last, smaller batch alone costs seconds)."""
     signature = [tf.TensorSpec((None, size, size, 3), tf.float32)]
     # float32 out whatever the compute precision, so stored features do not depend on it.
     return tf.function(lambda x: tf.cast(encoder(preprocess(x, backbone), training=False), tf.float32),

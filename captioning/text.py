@@ -69,7 +69,7 @@ class Vocabulary:
     def size(self) -> int:
         return len(self.words)
 
-    @cached_property  # built once: rebuilding it per caption made tokenizing Flickr8k take ~30 s
+    @cached_property  # built once, not per caption
     def index(self) -> dict[str, int]:
         return {w: i for i, w in enumerate(self.words)}
 

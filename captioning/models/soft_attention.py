@@ -15,7 +15,7 @@ shape comes next; as in Luong et al. 2015 and Lu et al. 2017 ("Knowing When to L
 Unlike merge_bilstm, one sample is one whole caption (teacher forcing): the model reads tokens
 0..T-1 and predicts tokens 1..T at once, so the prediction for step t sits at position t-1.
 Training feeds every caption of an image together (`grouped`): the region encoder then runs once
-per image instead of once per caption (a 64-caption step went from 678 to 384 ms on conv4 grids).
+per image instead of once per caption (benchmarks/training.py measures the step).
 The doubly stochastic regulariser lambda * sum_r (1 - sum_t alpha_t[r])^2 (over the steps that
 produce a word) pushes the decoder to look at every region at some point of the caption.
 

@@ -38,7 +38,7 @@ STATIC_DIR = resources.files("captioning.web") / "static"
 def warm_up(captioner: Captioner, max_batch: int) -> None:
     """Trace the encoder, then compile the decoder (and its attention twin) for every batch shape up
     to `max_batch` images at the model's beam size, so no request waits for it (decoding pads
-    batches to powers of two; XLA takes ~1 s for each)."""
+    batches to powers of two; XLA compiles each once)."""
     size = captioner.spec.image_size
     blank = np.zeros((1, size, size, 3), np.float32)
     feats = captioner.features(blank)  # traces the encoder
