@@ -1,13 +1,11 @@
 """docs/serving_page.png: the web page captioning a real photo, as a user sees it.
 
-    python -m scripts.serving_page --model /work/run/models \\
+    python -m scripts.serving_page --model path/to/models \\
         --image ../shared/data/flickr8k/images_sample/resized224_test/1287073593_f3d2a62455.jpg \\
         --out docs/serving_page.png
 
-(docs/serving_page.png was made so, from the flickr8k profile's model, `make flickr8k`: a copy of
-its models/ whose run.json had `"dataset": "flickr8k"` added, as the train stage now writes it; that
-run's train stage predated it, and the page would have said "trained on unknown".) It does
-what a user does: starts `captioning serve --model MODEL --port 8765` on 127.0.0.1 (a subprocess,
+docs/serving_page.png was made so, from the models/ of the flickr8k profile's run (`make flickr8k`).
+It does what a user does: starts `captioning serve --model MODEL --port 8765` on 127.0.0.1 (a subprocess,
 the real command), waits for GET /health, opens the page in Debian's headless Chromium through
 selenium and chromium-driver (`make system-deps`; as tests/test_web_page.py drives it), uploads the
 photo with the page's file input, waits for the caption, takes the screenshot, and stops the
