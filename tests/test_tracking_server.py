@@ -100,7 +100,7 @@ def client(team_repo, mlflow_url):
 
 
 @pytest.fixture(scope="module")
-def runs(client) -> dict:
+def logged_runs(client) -> dict:
     experiment = client.get_experiment_by_name(store.EXPERIMENT)
     return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
 
@@ -111,21 +111,21 @@ def test_the_experiment_opens_on_the_training_runs_table(client):
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # no server path
 
 
-def test_each_queued_experiment_is_a_run_with_every_param(team_repo, runs):
-    assert set(EXPERIMENTS) <= set(runs)
+def test_each_queued_experiment_is_a_run_with_every_param(team_repo, logged_runs):
+    assert set(EXPERIMENTS) <= set(logged_runs)
     params = yaml.safe_load((team_repo / "params.yaml").read_text())
     for name, epochs in EXPERIMENTS.items():
         params["train"]["epochs"] = epochs
         expected = runs.as_params(params)
-        logged = runs[name].data.params
+        logged = logged_runs[name].data.params
         assert {k: logged.get(k) for k in expected} == expected  # every params.yaml leaf, flattened
-        assert runs[name].data.tags["dvc_exp_name"] == name
-        assert runs[name].info.status == "FINISHED"
+        assert logged_runs[name].data.tags["dvc_exp_name"] == name
+        assert logged_runs[name].info.status == "FINISHED"
 
 
-def test_metrics_are_measurements_with_per_epoch_history(client, runs):
+def test_metrics_are_measurements_with_per_epoch_history(client, logged_runs):
     for name, epochs in EXPERIMENTS.items():
-        run = runs[name]
+        run = logged_runs[name]
         for key in ("loss", "val_loss", "epoch_seconds"):
             assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, epochs + 1))
         assert {"bleu4", "meteor", "train_seconds", "caption_latency_ms"} <= set(run.data.metrics)
@@ -133,10 +133,10 @@ def test_metrics_are_measurements_with_per_epoch_history(client, runs):
         assert run.data.tags["test_images"] == "4" and 1 <= int(run.data.tags["best_epoch"]) <= epochs
 
 
-def test_dataset_input_carries_the_dvc_hash(team_repo, runs):
+def test_dataset_input_carries_the_dvc_hash(team_repo, logged_runs):
     digests = set()
     for name in EXPERIMENTS:
-        (dataset,) = [d.dataset for d in runs[name].inputs.dataset_inputs]
+        (dataset,) = [d.dataset for d in logged_runs[name].inputs.dataset_inputs]
         assert dataset.name == "shapes" and len(dataset.digest) == 32
         digests.add(dataset.digest)
     assert len(digests) == 1  # the same data for both experiments
@@ -146,9 +146,9 @@ def test_dataset_input_carries_the_dvc_hash(team_repo, runs):
     assert {h.removesuffix(".dir") for h in raw} == digests
 
 
-def test_artifacts_come_through_the_server(client, runs, tmp_path):
+def test_artifacts_come_through_the_server(client, logged_runs, tmp_path):
     for name in EXPERIMENTS:
-        run = runs[name]
+        run = logged_runs[name]
         assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
         samples = json.loads(Path(client.download_artifacts(run.info.run_id, "samples.json", str(tmp_path))).read_text())
         table = json.loads(Path(client.download_artifacts(run.info.run_id, "samples_table.json", str(tmp_path))).read_text())
@@ -156,9 +156,9 @@ def test_artifacts_come_through_the_server(client, runs, tmp_path):
         assert [row[0] for row in table["data"]] == [s["image"] for s in samples]
 
 
-def test_registered_versions_and_champion(client, runs, mlflow_url, tmp_path):
+def test_registered_versions_and_champion(client, logged_runs, mlflow_url, tmp_path):
     versions = client.search_model_versions("name='captioning'")
-    assert {v.run_id for v in versions} == {runs[name].info.run_id for name in EXPERIMENTS}
+    assert {v.run_id for v in versions} == {logged_runs[name].info.run_id for name in EXPERIMENTS}
     best = max(float(v.tags["bleu4"]) for v in versions)
     assert float(client.get_model_version_by_alias("captioning", "champion").tags["bleu4"]) == best
     # A version references the encoder stored once instead of carrying its weights.
