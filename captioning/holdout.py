@@ -27,6 +27,6 @@ def encode(holdout_dir: Path, model_dir: Path, batch_size: int) -> None:
     """holdout_dir/features from holdout_dir/images, with the encoder the features stage saved."""
     spec, encoder = features.load_encoder(model_dir)
     names = sorted(p.name for p in (holdout_dir / "images").iterdir())
-    result = features.extract(encoder, [holdout_dir / "images" / n for n in names], spec.image_size, batch_size,
-                              backbone=spec.backbone)
-    feature_store.write_store(holdout_dir / "features", [(result.names, result.features)])
+    batches = features.encode(encoder, [holdout_dir / "images" / n for n in names], spec.image_size, batch_size,
+                              skipped={}, backbone=spec.backbone)
+    feature_store.write_store(holdout_dir / "features", batches, empty=features.empty_rows(encoder))

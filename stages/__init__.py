@@ -13,6 +13,10 @@ import yaml
 from captioning.io import DataError
 
 
+# What a model is trained on: MLflow runs of train and evaluate are tagged with these outputs' dvc.lock md5s.
+TRAINED_ON = ("data/raw", "data/features", "data/tokens")
+
+
 def load_params(path: str = "params.yaml") -> dict[str, Any]:
     """The project's one configuration file, as a nested dict (only stages read it)."""
     with open(path, encoding="utf-8") as f:

@@ -9,10 +9,7 @@ from captioning.io import read_json, write_json
 from captioning.models import load_model
 from captioning.mlflow_model import latency_ms
 from captioning.text import Vocabulary
-from stages import load_params, run
-
-# The data the model was trained on (stages/train.py's): a new MLflow run is tagged with its dvc.lock hashes.
-TRAINED_ON = ("data/raw", "data/features", "data/tokens")
+from stages import TRAINED_ON, load_params, run
 
 
 def main() -> None:

@@ -9,10 +9,7 @@ from captioning import datasets, distribute, models, reports, tracking, training
 from captioning.feature_store import FeatureStore
 from captioning.io import atomic_path, read_json, write_json
 from captioning.text import Vocabulary, load_tokens
-from stages import load_params, run
-
-# The data the model is trained on: MLflow runs are tagged with their dvc.lock hashes.
-TRAINED_ON = ("data/raw", "data/features", "data/tokens")
+from stages import TRAINED_ON, load_params, run
 
 
 def main() -> None:

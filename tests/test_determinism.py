@@ -15,7 +15,7 @@ def weights(repo) -> list[np.ndarray]:
 
 
 # merge_bilstm on pooled vectors, and the offline default's tiny twin (soft_attention on grids, cosine
-# schedule, clipping, val_bleu4 early stopping, captions drawn per epoch).
+# schedule, clipping, early stopping).
 @pytest.mark.parametrize("pipeline", ["trained_repo", "attention_repo"])
 def test_training_again_in_a_fresh_process_gives_bit_identical_weights(pipeline, request, tmp_path):
     first = request.getfixturevalue(pipeline)
