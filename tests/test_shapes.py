@@ -18,8 +18,6 @@ from captioning.datasets import shapes
 from captioning.datasets.shapes import truth
 from captioning.text import clean
 
-SHAPE_WORD = {w: s for s, words in shapes.SHAPE_WORDS.items() for w in words}
-
 
 def scenes_and_captions(count: int, seed: int = 0, **kwargs) -> list[tuple[dict, list[str]]]:
     out = []
