@@ -176,6 +176,14 @@ def trained_repo(tmp_path_factory, worker_id) -> Path:
     return repo
 
 
+@pytest.fixture(scope="module")
+def captioner(trained_repo):
+    """The end-to-end run's model, loaded (web tests)."""
+    from captioning.captioner import Captioner
+
+    return Captioner(trained_repo / "models")
+
+
 def library_captions(model_dir: Path, images: list[Path]) -> dict[str, str]:
     """What captioning.captioner.Captioner gives these images (one batch, the model's saved decoding):
     the caption the CLI, the web service and the MLflow model must each return. A 2-epoch tiny model

@@ -26,11 +26,6 @@ LIMITS = Limits(max_bytes=5 * 1024 * 1024, max_pixels=40_000_000, timeout_s=60)
 
 
 @pytest.fixture(scope="module")
-def captioner(trained_repo):
-    return Captioner(trained_repo / "models")
-
-
-@pytest.fixture(scope="module")
 def url(captioner):
     with background_server(create_app(captioner, {"source": "models"}, LIMITS)) as url:
         yield url
