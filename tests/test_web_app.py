@@ -215,8 +215,6 @@ def test_soft_attention_answers_carry_each_words_attention(attention_repo, odd_i
 
 def test_serve_command_starts_answers_and_stops(trained_repo, odd_inputs, tmp_path):
     """`captioning serve` as users run it: a subprocess on a free port, quiet start-up, clean stop."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
