@@ -1,12 +1,8 @@
 """`captioning caption IMAGE...` describes new images; `captioning serve` runs the web page and REST API.
 
-Uses the encoder saved by the features stage (same weights, same image size), so a new image gets
-exactly the kind of features the model was trained on, and the model's own decoding settings
-(`<model dir>/decoding.json`) unless --beam-size / --length-penalty override them.
-
-Every input is handled on its own: a missing, unreadable, empty, truncated, non-image or oversized
-file (a decompression bomb) is reported by name and the others are still captioned; the exit code is
-1 when any input failed. TensorFlow's start-up logging is silenced unless --verbose.
+Images are encoded by the model directory's saved encoder and decoded with its decoding.json (unless
+--beam-size / --length-penalty override it). Each input is handled on its own: a bad or oversized file
+is reported by name, the others are still captioned, and the exit code is 1 when any input failed.
 """
 
 from __future__ import annotations
