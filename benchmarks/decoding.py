@@ -11,7 +11,6 @@ generated shapes dataset, attribute accuracy.
 
 import argparse
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from captioning.decoding import decode
 from captioning.io import read_captions, read_json
 from captioning.datasets.shapes.truth import attribute_accuracy
 from captioning.metrics import bleu
-from captioning.text import strip_tokens
+from captioning.text import references
 
 
 def main() -> None:
@@ -35,10 +34,8 @@ def main() -> None:
     root = args.project
 
     model, vocab, test, x = trained_test_set(root)
-    references = defaultdict(list)
-    for image, caption in read_captions(root / "data/clean/captions.csv"):
-        references[image].append(strip_tokens(caption))
-    refs = [references[i] for i in test]
+    by_image = references(read_captions(root / "data/clean/captions.csv"))
+    refs = [by_image[i] for i in test]
     scenes = read_json(root / "data/raw/scenes.json") if (root / "data/raw/scenes.json").exists() else None
 
     print(f"{len(test)} test images, vocabulary {vocab.size}, max_length {vocab.max_length}, "

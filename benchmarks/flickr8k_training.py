@@ -45,8 +45,7 @@ def captions_per_second(seqs: np.ndarray, vocab_size: int, batch_size: int, jit:
                        attention_lambda=0.0, attention_query="current", region_kernel=1)
     trainer = arch.trainer(model)
     config = TrainConfig(seed=0, epochs=1, batch_size=batch_size, learning_rate=1e-3, patience=1,
-                         lr_schedule="constant", clipnorm=5.0,
-                         strategy="default", features_in_memory_mb=0)
+                         lr_schedule="constant", clipnorm=5.0, strategy="default", features_in_memory_mb=0)
     trainer.compile(optimizer=make_optimizer(config, steps), loss=arch.loss, jit_compile=jit)
     batches = list(arch.batches(seqs, rows, feats, batch_size, seed=0).take(steps + 2))
     for (x, y) in batches[:2]:  # tracing and compilation

@@ -85,11 +85,9 @@ def load(url: str, images: list[bytes], clients: int, requests: int) -> tuple[fl
 def features_rate(model_dir: Path, paths: list[Path], batch_size: int = 32) -> float:
     """The features stage's images/s with this model's encoder on the same images (after a warm-up)."""
     from benchmarks.features_throughput import stage  # TensorFlow: loaded once the server is stopped
-    from captioning.features import EncoderSpec, build_encoder
-    from captioning.io import read_json
+    from captioning.features import load_encoder
 
-    spec = EncoderSpec(**read_json(model_dir / "encoder.json"))
-    encoder = build_encoder(spec, weights_file=model_dir / "encoder.weights.h5")
+    spec, encoder = load_encoder(model_dir)
     return stage(encoder, paths, batch_size, spec.image_size, spec.backbone)
 
 

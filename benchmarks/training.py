@@ -46,8 +46,7 @@ def run_one(architecture: str, args) -> dict:
     train = arch.batches(seqs, rows, feats, args.batch_size, seed=0)
     val = arch.batches(seqs[: args.batch_size], rows[: args.batch_size], feats, args.batch_size, 0, shuffle=False)
     config = TrainConfig(seed=0, epochs=2, batch_size=args.batch_size, learning_rate=1e-3, patience=5,
-                         lr_schedule="constant", clipnorm=None,
-                         strategy="default", features_in_memory_mb=1024)
+                         lr_schedule="constant", clipnorm=None, strategy="default", features_in_memory_mb=1024)
     history = fit(model, arch, train, val, config)
     seconds = history["epoch_seconds"][-1]  # the first epoch includes tracing
     return {"architecture": architecture, "captions": len(seqs),

@@ -1,12 +1,8 @@
 """`captioning caption IMAGE...` describes new images; `captioning serve` runs the web page and REST API.
 
-Uses the encoder saved by the features stage (same weights, same image size), so a new image gets
-exactly the kind of features the model was trained on, and the model's own decoding settings
-(`<model dir>/decoding.json`) unless --beam-size / --length-penalty override them.
-
-Every input is handled on its own: a missing, unreadable, empty, truncated, non-image or oversized
-file (a decompression bomb) is reported by name and the others are still captioned; the exit code is
-1 when any input failed. TensorFlow's start-up logging is silenced unless --verbose.
+Images are encoded by the model directory's saved encoder and decoded with its decoding.json (unless
+--beam-size / --length-penalty override it). Each input is handled on its own: a bad or oversized file
+is reported by name, the others are still captioned, and the exit code is 1 when any input failed.
 """
 
 from __future__ import annotations
@@ -71,30 +67,18 @@ def expand(inputs: list[str]) -> list[str]:
     return out
 
 
-def caption_images(paths: list[str], model_dir: Path, beam_size: int | None = None,
-                   length_penalty: float | None = None, attention: Path | None = None,
-                   captioner=None) -> tuple[dict[str, str], dict[str, str]]:
-    """Captions for every readable image, and the errors (path -> message) for the others.
+def caption_images(captioner, paths: list[str], attention: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Captions for every readable image (CHUNK at a time) and errors (path -> message) for the others.
 
     With `attention` (soft_attention models only), also draws each image's attention map there.
     """
-    from captioning.captioner import Captioner  # lazy: it imports TensorFlow, which must start quiet
-
-    captioner = captioner or Captioner(model_dir, beam_size, length_penalty)
     if attention is not None:
         return captioner.draw_attention(paths, attention)
     captions, errors = {}, {}
     for start in range(0, len(paths), CHUNK):
-        loaded = {}
-        for path in paths[start:start + CHUNK]:
-            try:
-                loaded[path] = captioner.load(path)
-            except DataError as e:
-                errors[path] = str(e)
-        if loaded:
-
-            results = captioner.caption_arrays(np.stack(list(loaded.values())))
-            captions.update({path: result.text for path, result in zip(loaded, results)})
+        chunk_captions, chunk_errors = captioner.caption(paths[start:start + CHUNK])
+        captions.update(chunk_captions)
+        errors.update(chunk_errors)
     return captions, errors
 
 
@@ -143,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             captioner.caption_arrays(np.zeros((1, captioner.spec.image_size, captioner.spec.image_size, 3)))
         if captioner.decoding_source.startswith("greedy"):
             print(f"note: decoding {captioner.decoding_source}", file=sys.stderr)
-        captions, errors = caption_images(paths, args.model, attention=args.attention, captioner=captioner)
+        captions, errors = caption_images(captioner, paths, args.attention)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -187,6 +171,3 @@ def serve(args) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -39,10 +39,6 @@ def sample_images(flickr8k_dir) -> list[Path]:
     return sorted((flickr8k_dir / "images_sample" / "resized224_test").glob("*.jpg"))
 
 
-def pytest_configure(config):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-
-
 def flickr8k_token_lines(flickr8k_dir: Path, names: set[str]) -> str:
     """The real Flickr8k.token.txt lines of just these images."""
     lines = (flickr8k_dir / flickr8k.TOKEN_FILE).read_text(encoding="utf-8").splitlines(keepends=True)
@@ -178,6 +174,14 @@ def trained_repo(tmp_path_factory, worker_id) -> Path:
     repo = built_once(tmp_path_factory, worker_id, "trained", TINY)
     assert json.loads((repo / "models" / "decoding.json").read_text()) == TINY_DECODING
     return repo
+
+
+@pytest.fixture(scope="module")
+def captioner(trained_repo):
+    """The end-to-end run's model, loaded (web tests)."""
+    from captioning.captioner import Captioner
+
+    return Captioner(trained_repo / "models")
 
 
 def library_captions(model_dir: Path, images: list[Path]) -> dict[str, str]:

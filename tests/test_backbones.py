@@ -11,8 +11,9 @@ from conftest import REPO
 
 from captioning import backbones
 from captioning.datasets import flickr8k
-from captioning.features import EncoderSpec, build_encoder, extract, load_encoder, save_encoder
+from captioning.features import EncoderSpec, _forward, as_regions, build_encoder, extract, load_encoder, save_encoder
 from captioning.io import DataError
+from captioning.sanity import BLANK_IMAGES, blank_image_features
 
 WEIGHTS = REPO.parent / "shared" / "weights"
 HALF = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
@@ -125,9 +126,6 @@ def test_pretrained_features_carry_what_the_photos_show(shared_weights, sample_i
 def test_blank_images_are_encoded_with_the_saved_encoders_own_preprocessing(shared_weights, tmp_path):
     """evaluate's blank images (and the held-out scenes) go through the saved encoder as the CLI's
     do: a MobileNetV2 model's blank white image becomes -1..1 pixels, not ResNet50's caffe ones."""
-    from captioning.features import _forward, as_regions
-    from captioning.sanity import BLANK_IMAGES, blank_image_features
-
     spec = mobilenet(str(shared_weights / SMALL), pooling="grid", alpha=0.35)
     save_encoder(tmp_path, spec, build_encoder(spec))
     names, feats = blank_image_features(tmp_path)

@@ -3,6 +3,7 @@ bytes of the single run, rows are read on demand, and reading a store much bigge
 batch needs keeps memory flat."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+import yaml
 from conftest import REPO
 
 from captioning.feature_store import (
@@ -194,10 +196,6 @@ def test_an_epoch_over_a_store_does_not_load_it(tmp_path):
 def test_features_stage_shards_and_merge_write_the_single_run_store(tmp_path, sample_images):
     """`python -m stages.features --shard i --of 2` twice (as two machines would) then `--merge 2`
     gives data/features byte-for-byte as the plain stage does, on real images."""
-    import shutil
-
-    import yaml
-
     (tmp_path / "data/raw/images").mkdir(parents=True)
     lines = ["image,caption"]
     for path in sample_images[:5]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.features import EncoderSpec, build_encoder, extract, load_image
+from captioning.features import EncoderSpec, build_encoder, extract, load_encoder, load_image, save_encoder
 from captioning.io import DataError
 
 
@@ -116,8 +116,6 @@ def test_finer_grids_are_max_pooled_to_grid_side():
 def test_grid_side_that_does_not_divide_the_map_still_covers_all_of_it(tmp_path):
     """8x8 maps to 3x3: blocks of 3 rows/columns overlapping by one ([0:3], [2:6], [5:8]), so no
     edge row or column of the image is dropped, and the encoder saves and reloads."""
-    from captioning.features import load_encoder, save_encoder
-
     spec = EncoderSpec(weights="none", image_size=64, pooling="grid", seed=1, layer="conv3_block4_out", grid_side=3)
     pooled, full = build_encoder(spec), build_encoder(EncoderSpec(**{**spec.to_json(), "grid_side": None}))
     images = np.random.default_rng(2).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
@@ -133,8 +131,6 @@ def test_grid_side_that_does_not_divide_the_map_still_covers_all_of_it(tmp_path)
 def test_cut_encoder_is_the_same_network_up_to_its_layer(tmp_path):
     """Cutting at conv4 keeps the seeded random weights of the whole network's first blocks, and the
     saved cut encoder reloads bit for bit."""
-    from captioning.features import load_encoder, save_encoder
-
     full = build_encoder(EncoderSpec(weights="none", image_size=64, pooling="grid", seed=3))
     spec = EncoderSpec(weights="none", image_size=64, pooling="grid", seed=3, layer="conv4_block6_out")
     cut = build_encoder(spec)

@@ -1,10 +1,11 @@
 import math
+import shutil
 from collections import defaultdict
 
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 
-from captioning.metrics import bleu, coco_scores, human_bleu
+from captioning.metrics import bleu, coco_scores, human_bleu, repeated_word_share
 from captioning.text import normalise
 
 # nltk warns (rightly) when a short hand-made example has no 4-gram match; the values are asserted.
@@ -101,20 +102,14 @@ def test_human_bleu_scores_the_first_reference_against_the_others():
 
 
 def test_coco_scores_without_java_skip_meteor_with_a_warning(monkeypatch):
-    import shutil
-
-    from captioning import metrics
-
     monkeypatch.setattr(shutil, "which", lambda name: None)
     refs = [[["a", "red", "circle"], ["a", "red", "disc"]], [["blue", "box"], ["a", "blue", "square"]]]
     with pytest.warns(UserWarning, match="METEOR skipped: it needs Java"):
-        scores = metrics.coco_scores(refs, [["a", "red", "circle"], ["blue", "box"]])
+        scores = coco_scores(refs, [["a", "red", "circle"], ["blue", "box"]])
     assert "meteor" not in scores and scores["cider"] > 0 and 0 < scores["rouge_l"] <= 1
 
 
 def test_repeated_word_share_counts_runs_of_three():
-    from captioning.metrics import repeated_word_share
-
     captions = [["a", "big", "large", "large", "large"], ["a", "red", "red", "circle"], ["x", "y", "x", "x"], []]
     assert repeated_word_share(captions) == 0.25
     assert repeated_word_share([]) == 0.0

@@ -4,6 +4,7 @@ paths are never opened, bad images get one clean line each and never fail the go
 import base64
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,8 +24,6 @@ pytestmark = pytest.mark.slow  # trains a tiny model once per session
 def served(trained_repo, tmp_path_factory):
     """The trained tiny model logged to a fresh store (without its decoding.json: the settings come
     from log_model's `decoding`, as in the evaluate stage), served on 127.0.0.1."""
-    import shutil
-
     store = tmp_path_factory.mktemp("store")
     model_dir = store / "models"
     shutil.copytree(trained_repo / "models", model_dir)

@@ -1,21 +1,19 @@
 """The caption models (captioning/models/): the registry, merge_bilstm and soft_attention."""
 
 import inspect
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import yaml
-from conftest import model_settings
+from conftest import REPO, model_settings
 
 from captioning import models
 from captioning.io import DataError
 from captioning.models import merge_bilstm, soft_attention
 from captioning.models.soft_attention import attention_model, attention_regulariser
 
-
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = REPO / "params.yaml"
 
 
 def small_model(max_length: int):

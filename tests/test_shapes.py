@@ -18,8 +18,6 @@ from captioning.datasets import shapes
 from captioning.datasets.shapes import truth
 from captioning.text import clean
 
-SHAPE_WORD = {w: s for s, words in shapes.SHAPE_WORDS.items() for w in words}
-
 
 def scenes_and_captions(count: int, seed: int = 0, **kwargs) -> list[tuple[dict, list[str]]]:
     out = []
@@ -365,14 +363,12 @@ def test_attribute_hits_counts_repeated_objects_once_each():
 
 
 def test_generate_holdout_scenes_all_show_a_held_out_pair(tmp_path):
-    from captioning.datasets.shapes import generate_holdout
-
     held = [["yellow", "triangle"]]
-    summary = generate_holdout(tmp_path / "h", 4, seed=1, holdout=held, min_size=64, max_size=96, progress=False)
+    summary = shapes.generate_holdout(tmp_path / "h", 4, seed=1, holdout=held, min_size=64, max_size=96, progress=False)
     scenes = json.loads((tmp_path / "h/scenes.json").read_text())
     assert summary == {"images": 4, "captions": 20} and len(scenes) == 4
     assert all(any((o["colour"], o["shape"]) == ("yellow", "triangle") for o in s["objects"]) for s in scenes.values())
-    again = generate_holdout(tmp_path / "h2", 4, seed=1, holdout=held, min_size=64, max_size=96, progress=False)
+    again = shapes.generate_holdout(tmp_path / "h2", 4, seed=1, holdout=held, min_size=64, max_size=96, progress=False)
     assert again == summary and (tmp_path / "h2/captions.csv").read_bytes() == (tmp_path / "h/captions.csv").read_bytes()
 
 

@@ -1,18 +1,13 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from captioning.text import END, START, Vocabulary, clean, clean_rows, encode_padded, fit_vocabulary, strip_tokens
+from captioning.text import (END, START, Vocabulary, clean, clean_rows, encode_padded, fit_vocabulary, references,
+                             strip_tokens)
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 
-
-def real_token_captions() -> list[str]:
-    path = SHARED / "Flickr8k.token.txt"
-    if not path.exists():
-        pytest.skip(f"{path} not present (the shared Flickr8k files sit beside the checkout)")
-    return [line.split("\t", 1)[1] for line in path.read_text().splitlines()]
+@pytest.fixture(scope="module")
+def real_token_captions(flickr8k_dir) -> list[str]:
+    return [line.split("\t", 1)[1] for line in (flickr8k_dir / "Flickr8k.token.txt").read_text().splitlines()]
 
 
 def test_clean_lowercases_drops_symbols_and_wraps():
@@ -21,10 +16,9 @@ def test_clean_lowercases_drops_symbols_and_wraps():
     assert clean("") == ""
 
 
-def test_clean_on_the_real_token_file():
-    captions = real_token_captions()
-    assert len(captions) == 40460
-    cleaned = [clean(c) for c in captions]
+def test_clean_on_the_real_token_file(real_token_captions):
+    assert len(real_token_captions) == 40460
+    cleaned = [clean(c) for c in real_token_captions]
     assert all(c.startswith(f"{START} ") and c.endswith(f" {END}") for c in cleaned)
     words = {w for c in cleaned for w in c.split()}
     assert all(w.isalpha() and w.islower() for w in words)
@@ -62,14 +56,12 @@ def test_strip_tokens():
     assert strip_tokens(f"{START} a cat {END}") == ["a", "cat"]
 
 
-def test_vocabulary_on_real_captions_is_deterministic():
-    caps = [clean(c) for c in real_token_captions()[:5000]]
+def test_vocabulary_on_real_captions_is_deterministic(real_token_captions):
+    caps = [clean(c) for c in real_token_captions[:5000]]
     assert fit_vocabulary(caps, 5) == fit_vocabulary(list(reversed(caps)), 5)
 
 
 def test_references_are_the_same_words_from_raw_or_cleaned_captions():
-    from captioning.text import clean, references
-
     raw = [("a.jpg", "A red Circle."), ("a.jpg", "  "), ("b.jpg", "Two dogs' toys")]
     cleaned = [(image, clean(caption)) for image, caption in raw]
     expected = {"a.jpg": [["a", "red", "circle"]], "b.jpg": [["two", "dogs", "toys"]]}

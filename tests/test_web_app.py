@@ -26,11 +26,6 @@ LIMITS = Limits(max_bytes=5 * 1024 * 1024, max_pixels=40_000_000, timeout_s=60)
 
 
 @pytest.fixture(scope="module")
-def captioner(trained_repo):
-    return Captioner(trained_repo / "models")
-
-
-@pytest.fixture(scope="module")
 def url(captioner):
     with background_server(create_app(captioner, {"source": "models"}, LIMITS)) as url:
         yield url
@@ -220,8 +215,6 @@ def test_soft_attention_answers_carry_each_words_attention(attention_repo, odd_i
 
 def test_serve_command_starts_answers_and_stops(trained_repo, odd_inputs, tmp_path):
     """`captioning serve` as users run it: a subprocess on a free port, quiet start-up, clean stop."""
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -7,18 +7,12 @@ import httpx
 import pytest
 
 from app_server import background_server
-from captioning.captioner import Captioner
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
 from captioning.web.limits import Limits
 from test_web_app import LIMITS, assert_clean_error, post_raw
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
-
-
-@pytest.fixture(scope="module")
-def captioner(trained_repo):
-    return Captioner(trained_repo / "models")
 
 
 def test_concurrent_requests_are_micro_batched(captioner, sample_images):

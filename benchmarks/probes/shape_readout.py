@@ -75,8 +75,7 @@ def pair_readout(model, feats: np.ndarray, sequences: np.ndarray, vocab: Vocabul
 
 
 def object_cells(grids: np.ndarray, scenes: list[dict]) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Each object's region (the grid cell holding its centre; the image is squashed to a square,
-    so the cell is the centre's fraction of each side) and its (colour, shape), over all scenes."""
+    """Each object's region (the grid cell holding its centre: `centre_cell`) and its (colour, shape)."""
     side = math.isqrt(grids.shape[1])
     cells, pairs = [], []
     for grid, scene in zip(grids, scenes):
@@ -117,30 +116,30 @@ def main() -> None:
     single = [n for n in store.names if len(scenes.get(n, {}).get("objects", [])) == 1]
     grid = store.read([rows[n] for n in single]).astype(np.float32)
     labels = [scenes[n]["objects"][0]["shape"] for n in single]
-    encoded = model.get_layer("image_encoder").predict(grid, batch_size=64, verbose=0)
+    encoder = model.get_layer("image_encoder")
+    encoded = encoder.predict(grid, batch_size=64, verbose=0)
     print(f"{len(single)} single-object scenes, shape probe on max-pooled regions: stored features "
           f"{probe(grid.max(axis=1), labels):.3f}, after the trained region encoder {probe(encoded.max(axis=1), labels):.3f}")
 
     holdout = root / "data/holdout"
-    if read_json(holdout / "scenes.json"):
+    held_scenes = read_json(holdout / "scenes.json")
+    if held_scenes:
         held = FeatureStore.open(holdout / "features")
         names, held_feats = held.names, held.load()
         captions = read_captions(holdout / "captions.csv")  # (image, caption) rows
         row = {n: i for i, n in enumerate(names)}
+        seen = object_pairs(scenes)
         sequences = encode_padded(vocab, [clean(c) for _, c in captions])
         for name, (n, right, p) in pair_readout(model, held_feats[[row[i] for i, _ in captions]].astype(np.float32),
-                                                sequences, vocab, object_pairs(scenes)).items():
+                                                sequences, vocab, seen).items():
             print(f"held-out captions, shape words after a colour, pair {name} in training: {n} words, "
                   f"right shape most likely at {right:.3f}, its mean probability {p:.3f}")
         # The encoder's side: a shape probe on the region holding each object's centre, fitted on
         # the training scenes' objects, read on the held-out objects.
-        held_scenes = read_json(holdout / "scenes.json")
         train_grids = store.read(list(range(len(store.names)))).astype(np.float32)
         train_scenes = [scenes[n] for n in store.names]
         held_grids = held_feats.astype(np.float32)
         held_list = [held_scenes[n] for n in names]
-        seen = object_pairs(scenes)
-        encoder = model.get_layer("image_encoder")
         for name, encode in (("stored features", lambda g: g),
                              ("encoded regions", lambda g: encoder.predict(g, batch_size=256, verbose=0))):
             fit_x, fit_pairs = object_cells(encode(train_grids), train_scenes)

@@ -51,10 +51,8 @@ def warm_up(captioner: Captioner, max_batch: int) -> None:
 
 def create_app(captioner: Captioner, model_info: dict | None = None, limits: Limits = Limits(),
                batching: Batching = Batching()) -> FastAPI:
-    """The web page, POST /caption and GET /health around one loaded captioner.
-
-    `model_info` (e.g. the registry name, version and run) is shown on the page and in /health.
-    """
+    """The app around one loaded captioner; `model_info` (e.g. the registry name, version and run)
+    is shown on the page and in /health."""
     batcher = MicroBatcher(captioner, batching, limits.max_queue)
     captioner.max_pixels = limits.max_pixels
     model = {"source": str(captioner.model_dir), **captioner.describe(), **(model_info or {})}
@@ -149,12 +147,10 @@ async def _image_bytes(request: Request) -> tuple[bytes, str]:
             raise ClientError(400, "multipart field 'image' missing; send the image as a file field named image")
         if isinstance(upload, str):
             raise ClientError(400, "field 'image' must be a file upload (the image's bytes), not text")
-        data = await upload.read()
-        return data, _safe_name(upload.filename)
+        return await upload.read(), _safe_name(upload.filename)
     if ctype.startswith("image/") or ctype == "application/octet-stream":
         return await request.body(), "image"
-    shown = ctype or "none"
-    raise ClientError(415, f"Content-Type {shown}: send the image as a raw image/* body "
+    raise ClientError(415, f"Content-Type {ctype or 'none'}: send the image as a raw image/* body "
                            "or as multipart/form-data with a file field named image")
 
 

@@ -1,15 +1,8 @@
-"""What a request may cost the server, enforced before the model sees anything.
-
-Untrusted input is refused early:
-  - the body is capped (`max_bytes`): a larger Content-Length is refused before reading, a chunked
-    body is counted while it streams in (413; `BodySizeLimit`, an ASGI middleware, so it covers raw
-    and multipart bodies alike, before parsing);
-  - the pixel count is read from the image header before decoding (`max_pixels`, 413), so a
-    decompression bomb is never decompressed; empty, truncated or non-image bodies get 400 and a
-    one-line reason; a body that is not an image upload gets 415;
-  - a request waits at most `timeout_s` (503), and the queue is bounded (503 when full);
-  - requests carry image bytes only; nothing a client sends is ever used as a server path;
-  - any unexpected error is logged with its traceback and answered as {"error": "..."}.
+"""What a request may cost the server, enforced before the model sees anything: the body size
+(`max_bytes`, 413: `BodySizeLimit` refuses a larger Content-Length before reading and counts a chunked
+body as it streams, raw or multipart), the pixels, read from the image header before decoding
+(`max_pixels`, 413), and the wait (`timeout_s`, 503, as is a full queue). Requests carry image bytes
+only: nothing a client sends is ever used as a server path.
 """
 
 from __future__ import annotations
