@@ -74,7 +74,6 @@ def attention_figure(image_path: str | Path, words: list[str], alphas: np.ndarra
         ax.set_title(word, fontsize=10)
     fig.tight_layout()
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)

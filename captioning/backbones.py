@@ -10,14 +10,13 @@ is one entry in BACKBONES.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 
-from captioning.io import DataError
+from captioning.io import DataError, file_digest
 
 
 @dataclass(frozen=True)
@@ -67,11 +66,6 @@ def get(name: str, alpha: float = 1.0) -> Backbone:
         raise DataError(f"params.yaml features.alpha={alpha}: {name} is built with alpha "
                         f"{' / '.join(map(str, backbone.alphas))}")
     return backbone
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def check_weights_file(path: str | Path, backbone: Backbone) -> None:

@@ -1,11 +1,8 @@
 """The generalisation check: scenes with (colour, shape) pairs that training never showed.
 
-A dataset that can make such scenes (`Dataset.prepare_holdout`, the shapes dataset with
-`data.shapes.holdout` pairs) writes them to data/holdout; they are encoded with the training
-encoder, and evaluate scores them apart (evaluation.score_holdout: holdout_bleu1..4,
-holdout_attribute_accuracy over every object of these scenes, holdout_unseen_pair_accuracy over the
-objects with a held-out pair). Without
-held-out pairs (or for Flickr8k) data/holdout is an empty but valid directory, and nothing is scored.
+A dataset that can make such scenes (`Dataset.prepare_holdout`: shapes with `data.shapes.holdout`
+pairs) writes them to data/holdout; they are encoded with the training encoder and evaluate scores
+them apart (evaluation.score_holdout). Otherwise data/holdout is an empty, valid directory.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ from captioning.io import atomic_path  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

@@ -12,8 +12,6 @@ import numpy as np
 
 from captioning.io import DataError
 
-SPLITS = ("train", "val", "test")
-
 
 def random_split(images: Sequence[str], seed: int, test_size: float = 0.1,
                  val_size: float = 0.1) -> dict[str, list[str]]:

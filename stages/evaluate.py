@@ -21,8 +21,9 @@ def main() -> None:
     scores, samples, holdout_samples, blank = evaluation.evaluate(
         model, vocab, Path("data"), Path("models"), score_truth, num_samples=cfg["num_samples"],
         beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"], batch_size=cfg["batch_size"])
+    served = {k: cfg[k] for k in ("beam_size", "length_penalty")}
     write_json("metrics/eval.json", scores)
-    write_json("models/decoding.json", {k: cfg[k] for k in ("beam_size", "length_penalty")})  # how the model captions
+    write_json("models/decoding.json", served)  # how the model captions
     write_json("reports/samples.json", samples)
     write_json("reports/holdout_samples.json", holdout_samples)  # every held-out scene's caption
     test = read_json("data/split.json")["test"]
@@ -32,7 +33,6 @@ def main() -> None:
     write_attention_maps(model, feats[[names.index(i) for i in shown]], shown, Path("data/raw/images"), vocab,
                          Path("reports/attention"))
     figures = reports.evaluation_reports(samples, scores)
-    served = {k: cfg[k] for k in ("beam_size", "length_penalty")}
     latency = latency_ms("models", [f"data/raw/images/{i}" for i in test[:3]], **served)  # MLflow only
     run = tracking.log_evaluation(params, {**scores, "caption_latency_ms": latency}, dataset=params["data"]["dataset"],
                                   registered_model=params["tracking"]["registered_model"],

@@ -8,7 +8,6 @@ untrusted input: `safe_extract` refuses absolute paths, '..', links and bombs be
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -186,9 +185,3 @@ def safe_extract(zip_path: str | Path, out_dir: str | Path, max_total_bytes: int
                 except OSError as e:  # disk full, or an entry clashing with a directory of the same name
                     raise DataError(f"{zip_path}: cannot extract entry {info.filename!r} to {out_dir} ({e})") from None
     return out_dir
-
-
-def sha256_file(path: Path) -> str:
-    """The file's sha256, read in blocks (never the whole file in memory)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -32,8 +32,8 @@ from typing import Literal
 from tqdm import tqdm
 
 from captioning.datasets.base import Dataset
-from captioning.datasets.download import download, safe_extract, sha256_file
-from captioning.io import DataError, atomic_path
+from captioning.datasets.download import download, safe_extract
+from captioning.io import DataError, atomic_path, file_digest, write_captions
 
 log = logging.getLogger(__name__)
 
@@ -312,10 +312,7 @@ def import_layout(layout: Layout, out_dir: str | Path, progress: bool = True, mo
         (tmp / "images").mkdir(parents=True)
         for name in tqdm(images, desc="import images", unit="img", disable=not progress):
             _place(layout.images_dir / name, tmp / "images" / name, move)
-        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["image", "caption"])
-            writer.writerows(kept)
+        write_captions(tmp / "captions.csv", kept)
         if splits is not None:
             (tmp / "splits.json").write_text(json.dumps(splits, indent=1) + "\n", encoding="utf-8")
 
@@ -369,7 +366,7 @@ def verify_images(images_dir: str | Path, sha256_list_path: str | Path = SHA256_
         raise DataError(f"{images_dir.name}/{missing[0]}: missing ({len(missing)} of {len(names)} expected "
                         "images are absent; incomplete archive?); delete data/download and rerun")
     bad = [n for n in tqdm(names, desc="sha256", unit="img", disable=not progress)
-           if sha256_file(images_dir / n) != known[n]]
+           if file_digest(images_dir / n, "sha256") != known[n]]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(f"{images_dir.name}/{bad[0]}: sha256 mismatch{more} (archive corrupted?); "

@@ -10,7 +10,7 @@ from typing import Any
 
 import mlflow
 
-from captioning.io import read_json
+from captioning.io import file_digest, read_json
 from captioning.tracking import environment, store
 
 CHAMPION = "champion"
@@ -25,9 +25,7 @@ def store_encoder(model_dir: str | Path) -> str:
     """
     model_dir = Path(model_dir).resolve()
     weights, spec = model_dir / "encoder.weights.h5", model_dir / "encoder.json"
-    with open(weights, "rb") as f:
-        weights_md5 = hashlib.file_digest(f, "md5").hexdigest()
-    key = hashlib.md5((weights_md5 + spec.read_text()).encode()).hexdigest()
+    key = hashlib.md5((file_digest(weights, "md5") + spec.read_text()).encode()).hexdigest()
     client = mlflow.MlflowClient()
     experiment_id = store.experiment_id(store.ENCODERS)
     found = [r for r in client.search_runs([experiment_id], f"tags.encoder_key = '{key}'",
