@@ -1,17 +1,16 @@
-"""Image features: a frozen ResNet50, cut at `layer`, turns every image into one vector (pooling
-"avg"/"max"), or into a feature map, one vector per region (pooling "grid", stored as float16 to
-halve disk and RAM), for a decoder that attends to places. ImageNet users keep the last block
-(7x7x2048 at 224 px); the offline default keeps conv3 (28x28x512, max-pooled to 3x3 regions),
-because a randomly initialised ResNet50 still carries shape there and loses it in its later blocks
-(`python -m benchmarks.probes.encoder_probe`), and a cell that size holds one object of the generated
-scenes whole (`python -m benchmarks.probes.cell_probe`).
+"""Image features: a frozen ImageNet CNN (MobileNetV2 or ResNet50, captioning/backbones.py), cut at
+`layer`, turns every image into one vector (pooling "avg"/"max"), or into a feature map, one vector
+per region (pooling "grid", stored as float16 to halve disk and RAM), for a decoder that attends to
+places. Photographs keep the last block (7x7 at 224 px); the generated scenes keep an earlier,
+finer block max-pooled to 3x3 regions, because a cell that size holds one object whole
+(`python -m benchmarks.probes.cell_probe`).
 
 Images are decoded and resized by Pillow in a thread that runs one batch ahead of the model, so
 decoding overlaps with the (much slower) forward pass. A bad image (corrupt, truncated, not an
 image) is reported by name and skipped; it never stops the run.
 
 The encoder's weights are saved beside the model, so captioning a new image later uses exactly the
-weights the training features came from, also when they are randomly initialised (offline default).
+weights the training features came from, also when they are randomly initialised (weights: none).
 This module turns images into arrays; captioning/feature_store.py keeps them on disk.
 """
 
@@ -181,24 +180,19 @@ def _build_encoder(spec: EncoderSpec, weights_file: str | Path | None = None) ->
     elif spec.weights == "none":
         keras.utils.set_random_seed(spec.seed)  # the whole network is drawn, then cut: the same first
         model = _cut(spec, None)                # blocks whichever layer is kept
-    elif spec.weights == "imagenet":
-        try:
-            model = _cut(spec, "imagenet")
-        except DataError:
-            raise
-        except Exception as e:  # network errors surface as many exception types
-            raise DataError(
-                f"features.weights=imagenet: could not fetch the ImageNet {spec.backbone} weights ({type(e).__name__}: "
-                f"{e}). On a machine without internet set features.weights to a local .h5 weights file "
-                "(../shared/weights/ holds MobileNetV2's), or to none for a random encoder") from None
     else:
-        backbones.check_weights_file(spec.weights, backbones.get(spec.backbone, spec.alpha))
+        backbone = backbones.get(spec.backbone, spec.alpha)
+        if spec.weights == "imagenet":  # Keras' cache, else the packaged copy, else Keras' download
+            path = backbones.imagenet_weights(backbone, spec.alpha, spec.image_size)
+        else:
+            path = Path(spec.weights)
+            backbones.check_weights_file(path, backbone)
         try:
-            model = _cut(spec, str(spec.weights))
+            model = _cut(spec, str(path))
         except DataError:
             raise
         except (ValueError, OSError) as e:
-            raise DataError(f"features.weights={spec.weights}: not {spec.backbone} (alpha {spec.alpha}, no top) "
+            raise DataError(f"features.weights={path}: not {spec.backbone} (alpha {spec.alpha}, no top) "
                             f"weights ({str(e).splitlines()[0][:200]}); check features.backbone and features.alpha") from None
     model.trainable = False
     return model

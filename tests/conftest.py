@@ -1,4 +1,11 @@
-"""Shared test helpers: the real Flickr8k files, tiny pipeline clones run with dvc, a local HTTP server."""
+"""Shared test helpers: the real Flickr8k files, tiny pipeline clones run with dvc, the web tests'
+checks, a local HTTP server.
+
+Tests use real data from ../shared/ beside the checkout (CI lays a copy there): the Flickr8k caption
+files, split lists and 205 real photos in ../shared/data/flickr8k/, and MobileNetV2's 0.35 ImageNet
+weights in ../shared/weights/ (a width the package does not ship, for the download and hash tests).
+Tests that need them skip, saying so, where ../shared is absent; nothing a user runs reads it.
+"""
 
 import contextlib
 import io
@@ -21,6 +28,7 @@ import yaml
 from filelock import FileLock
 
 from captioning.datasets import flickr8k
+from captioning.web.limits import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
@@ -67,8 +75,12 @@ TINY = {
     "data.shapes.holdout_images": 6,
     "features.image_size": 64,
     "features.batch_size": 16,
-    # merge_bilstm (the original design) on last-block vectors: what the Flickr8k switch runs with
-    # ImageNet weights (the offline default, soft_attention on a conv3 grid, is ATTENTION below).
+    # merge_bilstm (the original design) on the design's encoder, ResNet50's last-block vectors;
+    # seeded random weights, as no test may download (the default, soft_attention over the packaged
+    # ImageNet MobileNetV2, is ATTENTION below).
+    "features.backbone": "resnet50",
+    "features.alpha": 1.0,
+    "features.weights": "none",
     "features.layer": "conv5_block3_out",
     "features.pooling": "avg",
     "model.architecture": "merge_bilstm",
@@ -202,9 +214,10 @@ def copy_of(repo: Path, dest: Path) -> Path:
     return dest
 
 
-# The offline default's tiny twin: soft_attention on conv3 grids (8x8 at 64 px, pooled to 4x4
-# regions), with held-out pairs.
-ATTENTION = {**TINY, "features.layer": "conv3_block4_out", "features.pooling": "grid", "features.grid_side": 4,
+# The default's tiny twin: soft_attention over the packaged ImageNet MobileNetV2's block_13 grid
+# (4x4 regions at 64 px), with held-out pairs.
+ATTENTION = {**TINY, "features.backbone": "mobilenet_v2", "features.alpha": 0.5, "features.weights": "imagenet",
+             "features.layer": "block_13_expand_relu", "features.pooling": "grid", "features.grid_side": 4,
              "model.architecture": "soft_attention",
              "train.lr_schedule": "cosine", "train.clipnorm": 1.0,
              "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
@@ -254,6 +267,28 @@ def odd_inputs(tmp_path_factory, sample_images) -> dict[str, Path]:
     files.update(truncated=out / "truncated.jpg", empty=out / "empty.jpg", text=out / "text.jpg",
                  bomb=png_bomb(out / "bomb.png"))
     return files
+
+
+# -----------------------------------------------------------------------------
+# The web service's tests (test_web_app, test_web_batching): limits and one request/answer check.
+
+WEB_LIMITS = Limits(max_bytes=5 * 1024 * 1024, max_pixels=40_000_000, timeout_s=60)
+
+
+def post_raw(http, url, data, ctype="image/jpeg", **params):
+    return http.post(f"{url}/caption", content=data, headers={"content-type": ctype}, params=params)
+
+
+def assert_clean_error(response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert list(body) == ["error"]
+    message = body["error"]
+    assert "\n" not in message and "Traceback" not in response.text and 'File "' not in response.text
+    for word in words:
+        assert word in message, message
+    return message
 
 
 # -----------------------------------------------------------------------------
