@@ -36,10 +36,9 @@ test-fast: $(STAMP)  ## the tests that run no pipeline, server or browser (pytes
 FLICKR8K ?=
 EXP ?= flickr8k
 SET ?=
-flickr8k: $(STAMP)  ## the real-photo profile (profiles/flickr8k.yaml) on a local copy: make flickr8k FLICKR8K=/path/to/copy [EXP=name SET="train.seed=43 ..."]
-	@test -n "$(FLICKR8K)" || { echo "error: FLICKR8K is not set; make flickr8k FLICKR8K=/path/to/flickr8k (docs/flickr8k.md)" >&2; exit 1; }
+flickr8k: $(STAMP)  ## the real-photo profile (profiles/flickr8k.yaml): downloads Flickr8k, or FLICKR8K=/path/to/copy imports one [EXP=name SET="train.seed=43 ..."]
 	. $(BIN)/activate && dvc exp run -n $(EXP) $$(python -m scripts.profile_args profiles/flickr8k.yaml \
-	  data.flickr8k.local_dir=$(abspath $(FLICKR8K)) $(SET))
+	  $(if $(FLICKR8K),data.flickr8k.local_dir=$(abspath $(FLICKR8K))) $(SET))
 
 bench: $(STAMP)  ## every performance benchmark, quick arguments (benchmarks/README.md); after make run
 	@test -f models/model.keras || { echo "error: models/model.keras not found; run make run first" >&2; exit 1; }
