@@ -17,17 +17,14 @@ from app_server import background_server
 from captioning.captioner import Captioner
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
-from captioning.web.limits import Limits
-from conftest import library_captions
+from conftest import WEB_LIMITS, assert_clean_error, library_captions, post_raw
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
-
-LIMITS = Limits(max_bytes=5 * 1024 * 1024, max_pixels=40_000_000, timeout_s=60)
 
 
 @pytest.fixture(scope="module")
 def url(captioner):
-    with background_server(create_app(captioner, {"source": "models"}, LIMITS)) as url:
+    with background_server(create_app(captioner, {"source": "models"}, WEB_LIMITS)) as url:
         yield url
 
 
@@ -35,22 +32,6 @@ def url(captioner):
 def http():
     with httpx.Client(timeout=120) as client:
         yield client
-
-
-def post_raw(http, url, data, ctype="image/jpeg", **params):
-    return http.post(f"{url}/caption", content=data, headers={"content-type": ctype}, params=params)
-
-
-def assert_clean_error(response, status: int, *words: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert list(body) == ["error"]
-    message = body["error"]
-    assert "\n" not in message and "Traceback" not in response.text and 'File "' not in response.text
-    for word in words:
-        assert word in message, message
-    return message
 
 
 def assert_still_serving(http, url, odd_inputs):
@@ -69,7 +50,7 @@ def test_health_describes_the_model_and_limits(http, url, trained_repo):
                                           "pretrained": False}
     assert health["model"]["summary"] == "merge_bilstm over randomly initialised ResNet50 features, trained on shapes"
     assert health["model"]["decoding"]["beam_size"] == 3  # from models/decoding.json
-    assert health["limits"]["max_bytes"] == LIMITS.max_bytes
+    assert health["limits"]["max_bytes"] == WEB_LIMITS.max_bytes
 
 
 def test_caption_equals_the_evaluate_stage_and_the_cli(http, url, trained_repo):

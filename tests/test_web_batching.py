@@ -10,7 +10,7 @@ from app_server import background_server
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
 from captioning.web.limits import Limits
-from test_web_app import LIMITS, assert_clean_error, post_raw
+from conftest import WEB_LIMITS, assert_clean_error, post_raw
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # trains a tiny model once per session
 def test_concurrent_requests_are_micro_batched(captioner, sample_images):
     """16 parallel clients inside one wide window: far fewer model calls than requests, same captions."""
     images = [p.read_bytes() for p in sample_images[:16]]
-    app = create_app(captioner, limits=LIMITS, batching=Batching(window_ms=1000, max_batch=32))
+    app = create_app(captioner, limits=WEB_LIMITS, batching=Batching(window_ms=1000, max_batch=32))
     with background_server(app) as url, httpx.Client(timeout=120) as http:
         before = http.get(f"{url}/health").json()["batching"]
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
