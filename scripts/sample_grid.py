@@ -1,13 +1,13 @@
 """Real photos captioned by a trained model, for the docs: a grid of photos with their captions, and
 the attention of every word of a few of them (soft_attention models).
 
-    python -m scripts.sample_grid --model /work/run/models \\
-        --images ../shared/data/flickr8k/images_sample/resized224_test --count 8 \\
-        --references ../shared/data/flickr8k/Flickr8k.token.txt \\
+    python -m scripts.sample_grid --model models \\
+        --images path/to/flickr8k/test_photos --count 8 \\
+        --references path/to/flickr8k/Flickr8k.token.txt \\
         --out docs/flickr8k_samples.png --attention-out docs/flickr8k_attention.png --attention 3
 
 (docs/flickr8k_samples.png and docs/flickr8k_attention.png were made so, from the flickr8k profile's
-model, `make flickr8k`; the photos are the first 8 sorted names of the 200 Flickr8k *test* photos,
+model, `make flickr8k`; the photos are the first 8 sorted names of the first 200 Flickr8k *test* photos,
 which the model never trained on. The web page's picture is scripts/serving_page.py's.)
 
 `--images` takes directories (their *.jpg, *.jpeg and *.png, sorted) and files, in order; the first

@@ -1,7 +1,7 @@
 """docs/serving_page.png: the web page captioning a real photo, as a user sees it.
 
     python -m scripts.serving_page --model path/to/models \\
-        --image ../shared/data/flickr8k/images_sample/resized224_test/1287073593_f3d2a62455.jpg \\
+        --image path/to/flickr8k/Flicker8k_Dataset/1287073593_f3d2a62455.jpg \\
         --out docs/serving_page.png
 
 docs/serving_page.png was made so, from the models/ of the flickr8k profile's run (`make flickr8k`).
