@@ -1,7 +1,8 @@
 """data.dataset: folder, on the 205 real Flickr8k photos of ../shared laid out as a user would: some
 in subfolders, each with 1 to 5 of its real captions, and the bad rows hand-made CSVs have. Every
 bad row is named in one warning and skipped; only a CSV that cannot be read at all, or one with no
-usable row, stops the download stage (one `error:` line).
+usable row, stops the download stage (one `error:` line). The slow test trains on the folder with
+`make train DATA=...` in a temporary clone.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, flickr8k_token_lines
+from conftest import REPO, clone, flickr8k_token_lines
 
 from captioning.datasets import folder
 from captioning.io import DataError, read_captions
 from captioning.split import random_split
+from captioning.text import PAD, UNK
 
 LOGGER = "captioning.datasets.folder"
+WEIGHTS = REPO.parent / "shared" / "weights" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"
 
 
 @dataclass(frozen=True)
@@ -291,7 +294,7 @@ def test_fingerprint_changes_with_the_csv_and_the_files(tmp_path, sample_images)
 
 
 # -----------------------------------------------------------------------------
-# The download stage: one `error:` line, no traceback
+# The download stage and make: one `error:` line, no traceback
 
 def _run_download(workdir: Path, section: dict) -> subprocess.CompletedProcess:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -331,4 +334,80 @@ def test_stage_imports_the_folder_and_writes_its_metrics(tmp_path, user_folder):
     metrics = json.loads((tmp_path / "metrics" / "data.json").read_text())
     assert metrics["dataset"] == "folder" and metrics["images"] == 205 and metrics["skipped_rows"] == 8
     assert read_captions(tmp_path / "data" / "raw" / "captions.csv") == user_folder.good
+
+
+def test_make_train_without_data_is_one_error_line():
+    venv = Path(sys.prefix)
+    proc = subprocess.run(["make", "-o", f"{venv}/.installed", "train", f"VENV={venv}"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.splitlines()[0] == ("error: DATA is not set; make train DATA=/path/to/folder "
+                                           "[CAPTIONS=/path/to/captions.csv] (docs/own_data.md)")
+
+
+# -----------------------------------------------------------------------------
+# End to end: make train DATA=<the folder> in a temporary clone
+
+# Small enough to run in two or three minutes, with enough steps (batches of 16 captions) that the
+# model writes phrases, not a lone "a"; the profile's own params otherwise.
+SMALL = "train.epochs=6 train.batch_size=16 model.units=64 model.embedding_dim=32 evaluate.num_samples=5"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, user_folder) -> Path:
+    repo = tmp_path_factory.mktemp("folder_profile") / "repo"
+    repo.mkdir()
+    clone(repo, {})
+    venv = Path(sys.prefix)  # this environment, taken as installed (-o): no second install
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    weights = f"features.weights={WEIGHTS}"  # until imagenet resolves to the packaged file
+    proc = subprocess.run(["make", "-o", f"{venv}/.installed", "train", f"VENV={venv}", f"DATA={user_folder.root}",
+                           f"SET={SMALL} {weights}"], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return repo
+
+
+@pytest.mark.slow
+def test_make_train_names_its_experiment_and_records_the_folder(trained, user_folder):
+    listed = subprocess.run([sys.executable, "-m", "dvc", "exp", "list", "--name-only"], cwd=trained,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == ["folder"]
+    params = yaml.safe_load((trained / "params.yaml").read_text())
+    assert params["data"]["dataset"] == "folder"
+    assert params["data"]["folder"] == {"images_dir": str(user_folder.root), "captions": None,
+                                        "fingerprint": folder.fingerprint(user_folder.root)}
+    data = json.loads((trained / "metrics/data.json").read_text())
+    assert data["images"] == 205 and data["captions"] == len(user_folder.good) and data["skipped_rows"] == 8
+    assert data["outside_folder"] == 3 and data["max_captions_per_image"] == 5
+
+
+@pytest.mark.slow
+def test_variable_caption_counts_reach_evaluate(trained, user_folder):
+    split = json.loads((trained / "data/split.json").read_text())
+    assert split["test"] == user_folder.test_images  # the fixture foresaw the split: 1 caption each
+    per_image = Counter(image for image, _ in read_captions(trained / "data/clean/captions.csv"))
+    assert {per_image[i] for i in split["test"]} == {1} and max(per_image[i] for i in split["val"]) > 1
+    scores = json.loads((trained / "metrics/eval.json").read_text())
+    assert scores["test_images"] == len(split["test"]) and scores["beam_size"] == 3
+    for key in ("bleu1", "bleu4", "meteor", "rouge_l", "dev_bleu4", "dev_human_bleu1"):
+        assert 0 <= scores[key] <= 1, key
+    assert scores["cider"] >= 0
+    assert "human_bleu1" not in scores  # no test image has a second caption to agree with
+    samples = json.loads((trained / "reports/samples.json").read_text())
+    assert len(samples) == 5 and all(len(s["references"]) == 1 for s in samples)
+
+
+@pytest.mark.slow
+def test_the_folder_model_captions_a_photo_cleanly(trained, user_folder):
+    photo = user_folder.sources[user_folder.test_images[0]]
+    out = subprocess.run([sys.executable, "-m", "captioning", "caption", str(photo), "--json",
+                          "--model", str(trained / "models")], capture_output=True, text=True, check=True)
+    (line,) = out.stdout.splitlines()
+    words = json.loads(line)["caption"].split()
+    assert len(words) >= 3 and UNK not in words and PAD not in words
+    vocab = json.loads((trained / "models/vocab.json").read_text())
+    assert set(words) <= set(vocab["words"]) and vocab["max_length"] <= 30
+    encoder = json.loads((trained / "models/encoder.json").read_text())
+    assert encoder["backbone"] == "mobilenet_v2" and encoder["layer"] == "out_relu" and encoder["grid_side"] is None
 
