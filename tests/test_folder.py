@@ -177,7 +177,7 @@ def test_paths_leaving_the_folder_are_refused_even_when_the_file_exists(imported
     warnings = [next(w for w in imported[2] if w.startswith(f"{user_folder.csv}:{n}: ")) for n in lines]
     assert "'..' leads out" in warnings[0]
     assert "absolute path; write it relative" in warnings[1]
-    assert "a symlink to" in warnings[2] and "outside the images folder" in warnings[2]
+    assert "a symlink leads to" in warnings[2] and "outside the images folder" in warnings[2]
 
 
 def test_good_rows_are_all_written_in_order_with_flat_names(imported, user_folder):

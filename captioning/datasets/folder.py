@@ -172,7 +172,7 @@ def locate(root: Path, key: str) -> Path:
     nothing there, or a file Pillow cannot read as an image (open + verify: headers, cheap)."""
     path = (root / key).resolve()
     if not path.is_relative_to(root):
-        raise _Bad(OUTSIDE, f"a symlink to {path}, outside the images folder; copy the image into the folder")
+        raise _Bad(OUTSIDE, f"a symlink leads to {path}, outside the images folder; copy the image into the folder")
     if not path.is_file():
         what = "a directory, not an image file" if path.is_dir() else "no such file in the images folder"
         hint = " (separate folders with /)" if "\\" in key else ""
@@ -249,9 +249,9 @@ def uncaptioned_images(root: Path, named: Iterable[str]) -> list[str]:
     """Image files under `root` (by suffix, symlinked folders not followed) that no row names, sorted."""
     named = set(named)
     found = []
-    for folder, _dirs, files in os.walk(root):
+    for dirpath, _dirs, files in os.walk(root):
         for f in files:
-            key = (Path(folder) / f).relative_to(root).as_posix()
+            key = (Path(dirpath) / f).relative_to(root).as_posix()
             if Path(f).suffix.lower() in IMAGE_SUFFIXES and key not in named:
                 found.append(key)
     return sorted(found)
@@ -341,10 +341,10 @@ def fingerprint(images_dir: str | Path, captions: str | Path | None = None) -> s
         digest.update(captions_path(root, captions).read_bytes())
     except OSError:
         digest.update(b"no captions file")
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()  # os.walk's order is the file system's; the digest must not depend on it
         for f in sorted(files):
-            path = Path(folder) / f
+            path = Path(dirpath) / f
             try:
                 st = path.stat()
             except OSError:  # a dangling symlink: its path still counts
