@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Every package's exact version (runtime + the test extra), so reruns compute the same numbers.
 LOCK := requirements.lock
 
-.PHONY: run test test-fast install lock bench system-deps flickr8k
+.PHONY: run test test-fast install lock bench system-deps flickr8k train
 
 $(STAMP): $(LOCK) pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ SET ?=
 flickr8k: $(STAMP)  ## the real-photo profile (profiles/flickr8k.yaml): downloads Flickr8k, or FLICKR8K=/path/to/copy imports one [EXP=name SET="train.seed=43 ..."]
 	. $(BIN)/activate && dvc exp run -n $(EXP) $$(python -m scripts.profile_args profiles/flickr8k.yaml \
 	  $(if $(FLICKR8K),data.flickr8k.local_dir=$(abspath $(FLICKR8K))) $(SET))
+
+DATA ?=
+CAPTIONS ?=
+# Paths as absolute ones: dvc exp run may run the stages elsewhere than the directory make ran in.
+FOLDER_ARGS = data.folder.images_dir=$(abspath $(DATA)) $(if $(CAPTIONS),data.folder.captions=$(abspath $(CAPTIONS)))
+train: EXP = folder
+train: $(STAMP)  ## your own captioned images (profiles/folder.yaml): make train DATA=/path/to/folder [CAPTIONS=/path/to/captions.csv EXP=name SET="k=v ..."]
+	@test -n "$(DATA)" || { echo "error: DATA is not set; make train DATA=/path/to/folder [CAPTIONS=/path/to/captions.csv] (docs/own_data.md)" >&2; exit 1; }
+	. $(BIN)/activate && dvc exp run -n $(EXP) $$(python -m scripts.profile_args profiles/folder.yaml $(FOLDER_ARGS) \
+	  data.folder.fingerprint=$$(python -m scripts.folder_fingerprint $(abspath $(DATA)) $(abspath $(CAPTIONS))) $(SET))
 
 bench: $(STAMP)  ## every performance benchmark, quick arguments (benchmarks/README.md); after make run
 	@test -f models/model.keras || { echo "error: models/model.keras not found; run make run first" >&2; exit 1; }

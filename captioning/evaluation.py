@@ -85,8 +85,10 @@ def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_tr
     blank_names, blank_feats = blank_image_features(model_dir)
     blank = decode(model, blank_feats, vocab, **decoding)
     # eval.json's order: test and dev caption metrics, scene truth, held-out scenes, repeated words.
+    # A metric can be in one split only (human_bleu needs an image with two captions).
     repeated = tested.pop("repeated_words")
-    scores = {**{k: tested.pop(k) for k in [k.removeprefix("dev_") for k in dev_scores]}, **dev_scores, **tested,
+    test_firsts = {k: tested.pop(k) for k in [k.removeprefix("dev_") for k in dev_scores] if k in tested}
+    scores = {**test_firsts, **dev_scores, **tested,
               **holdout_scores, "repeated_words": repeated, "blank_repeated_words": repeated_word_share(blank),
               "unk_captions": sum(UNK in words for words in predicted) / len(predicted)}
     scores = {k: round(v, 4) for k, v in scores.items()}

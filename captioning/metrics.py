@@ -2,8 +2,8 @@
 image shows belong to its dataset: `Dataset.score_truth`).
 
 BLEU-1..4 are nltk's corpus BLEU with cumulative uniform weights on words without start/end
-tokens, on a 0..1 scale. `human_bleu` scores each image's first reference against its other four
-the same way: the agreement between people, a ceiling a good model can approach.
+tokens, on a 0..1 scale. `human_bleu` scores each image's first reference against its others (four
+in Flickr8k) the same way: the agreement between people, a ceiling a good model can approach.
 
 `coco_scores` adds the metrics captioning papers report, from pycocoevalcap (the COCO caption
 evaluation code): METEOR, ROUGE-L, CIDEr-D and its own BLEU-4 (a cross-check of ours; a test keeps
@@ -69,8 +69,14 @@ def caption_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Se
 
 
 def human_bleu(references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float]:
-    """BLEU of the first reference of each image against the others: inter-annotator agreement."""
+    """BLEU of the first reference of each image against the others: inter-annotator agreement.
+
+    Images with one caption have no other to agree with and are left out; {} when no image has two
+    (a dataset of single captions has no human ceiling, and corpus BLEU of nothing divides by zero).
+    """
     usable = [refs for refs in references if len(refs) >= 2]
+    if not usable:
+        return {}
     scores = bleu([refs[1:] for refs in usable], [refs[0] for refs in usable])
     return {f"human_{k}": v for k, v in scores.items()}
 

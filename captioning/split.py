@@ -1,6 +1,6 @@
 """Train / validation / test splits, always by image.
 
-Splitting by caption would put the same photo in train and test (five captions each), so the test
+Splitting by caption would put a photo with several captions in train and test both, so the test
 score would measure memory, not captioning. Both schemes here assign whole images.
 """
 

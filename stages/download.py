@@ -1,4 +1,4 @@
-"""Stage 1: the raw dataset as data/raw/images/ + data/raw/captions.csv (image,caption; 5 per image)."""
+"""Stage 1: the raw dataset as data/raw/images/ + data/raw/captions.csv (image,caption; one row per caption, 1 or more per image)."""
 
 from pathlib import Path
 

@@ -101,6 +101,12 @@ def test_human_bleu_scores_the_first_reference_against_the_others():
     assert set(scores) == {"human_bleu1", "human_bleu2", "human_bleu3", "human_bleu4"}
 
 
+def test_human_bleu_is_absent_when_no_image_has_a_second_caption():
+    # A user's folder may hold one caption per image: no agreement to measure, and no crash.
+    assert human_bleu([[["a", "red", "box"]], [["one", "green", "star"]]]) == {}
+    assert human_bleu([]) == {}
+
+
 def test_coco_scores_without_java_skip_meteor_with_a_warning(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     refs = [[["a", "red", "circle"], ["a", "red", "disc"]], [["blue", "box"], ["a", "blue", "square"]]]

@@ -6,13 +6,14 @@ Adding a dataset is one module defining `DATASET` (see base.Dataset) plus one li
 
 from __future__ import annotations
 
-from captioning.datasets import flickr8k, shapes
+from captioning.datasets import flickr8k, folder, shapes
 from captioning.datasets.base import Dataset
 from captioning.io import DataError
 
 REGISTRY: dict[str, Dataset] = {dataset.name: dataset for dataset in (
     shapes.DATASET,
     flickr8k.DATASET,
+    folder.DATASET,
 )}
 
 

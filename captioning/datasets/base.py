@@ -1,8 +1,9 @@
 """The one interface every dataset adapter offers the pipeline.
 
-A dataset's job ends at the raw layout every later stage reads: `images/<name>.jpg` and
-`captions.csv` (header `image,caption`, 5 rows per image), plus `splits.json` when the dataset has
-official train/dev/test lists and `scenes.json` when it knows what each image shows.
+A dataset's job ends at the raw layout every later stage reads: `images/<name>` (a plain file name)
+and `captions.csv` (header `image,caption`, one or more rows per image: 5 in shapes and Flickr8k, any
+number in a user's folder), plus `splits.json` when the dataset has official train/dev/test lists
+and `scenes.json` when it knows what each image shows.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The real Flickr8k dataset, turned into the pipeline's raw-dataset layout.
 
 Why this module exists: the rest of the pipeline reads one layout only (`images/<name>.jpg`,
-`captions.csv` with header `image,caption`, 5 rows per image in file order, and `splits.json` when
-the official train/dev/test lists exist), which is also what the generated shapes dataset writes.
+`captions.csv` with header `image,caption`, one row per caption in file order (5 per image here),
+and `splits.json` when the official train/dev/test lists exist), which is also what the generated
+shapes dataset writes.
 Flickr8k reaches users in two layouts (the original `Flicker8k_Dataset/` + `Flickr8k.token.txt`
 zips, or Kaggle's `Images/` + `captions.txt`), has known quirks (a caption key with no image, 91
 images in no split list, very short captions), and a 1 GB download that must resume and must be
