@@ -8,10 +8,12 @@ LOCK := requirements.lock
 
 .PHONY: run test test-fast install lock bench system-deps flickr8k train
 
+# --no-compile: Python writes bytecode for the modules a run imports, on first import, instead of
+# pip compiling every file of every package up front (most of TensorFlow's are never imported).
 $(STAMP): $(LOCK) pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-compile -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
