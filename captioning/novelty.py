@@ -44,11 +44,11 @@ REASON = "this image looks unlike the photos this model learned from"
 
 def pool(rows: np.ndarray) -> np.ndarray:
     """(n, regions, c) grids -> (n, 2c) mean and max over regions; (n, c) vectors unchanged; float32."""
-    rows = np.asarray(rows, dtype=np.float32)
-    if rows.ndim == 3:
-        return np.concatenate([rows.mean(axis=1), rows.max(axis=1)], axis=1)
+    rows = np.asarray(rows)
+    if rows.ndim == 3:  # reduced first, cast after: numpy's float16 -> float32 cast is slow per element
+        return np.concatenate([rows.mean(axis=1, dtype=np.float32), rows.max(axis=1).astype(np.float32)], axis=1)
     if rows.ndim == 2:
-        return rows
+        return rows.astype(np.float32)
     raise DataError(f"features of shape {rows.shape}: expected (n, regions, c) grids or (n, c) vectors")
 
 
@@ -119,7 +119,10 @@ def fit_knn(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def score_knn(arrays: dict[str, np.ndarray], x: np.ndarray, k: int) -> np.ndarray:
-    similarity = x @ arrays["reference"].astype(np.float32).T
+    # float16 on disk, float32 to multiply: `Novelty` keeps the cast copy ("reference32"), as numpy's
+    # float16 cast of 2,000 x 2,560 values costs ~100 ms, far more than the product itself.
+    reference = arrays.get("reference32")
+    similarity = x @ (arrays["reference"].astype(np.float32) if reference is None else reference).T
     k = min(k, similarity.shape[1])
     nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
     return 1.0 - nearest.mean(axis=1)  # mean cosine distance to the k nearest training images
@@ -139,6 +142,17 @@ class Novelty:
     counts: dict[str, int] = field(default_factory=dict)  # images fitted on ("train") and thresholded on ("dev")
     dataset: str | None = None  # named in the reason users read
 
+    def __post_init__(self):
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Scoring-time copies of the saved arrays (never saved themselves)."""
+        if "reference" in self.arrays:
+            self.scoring = {"reference": self.arrays["reference"],
+                            "reference32": self.arrays["reference"].astype(np.float32)}
+        else:
+            self.scoring = self.arrays
+
     @property
     def dims(self) -> int:
         return int(self.arrays["mean" if self.method == "mahalanobis" else "reference"].shape[-1])
@@ -153,8 +167,8 @@ class Novelty:
         if len(x) == 0:
             return np.zeros(0, np.float32)
         if self.method == "mahalanobis":
-            return score_mahalanobis(self.arrays, x).astype(np.float32)
-        return score_knn(self.arrays, x, self.k).astype(np.float32)
+            return score_mahalanobis(self.scoring, x).astype(np.float32)
+        return score_knn(self.scoring, x, self.k).astype(np.float32)
 
     @property
     def reason(self) -> str:
@@ -229,6 +243,7 @@ def load(model_dir: str | Path) -> Novelty | None:
     try:
         with np.load(npz, allow_pickle=False) as data:
             novelty.arrays = {name: data[name] for name in data.files}
+        novelty._prepare()
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise DataError(f"{npz}: not a readable novelty model ({type(e).__name__}: {e}); {redo}") from None
     got = {name: tuple(a.shape) for name, a in novelty.arrays.items()}
