@@ -153,7 +153,8 @@ def log_model(model_dir: str | Path = "models", registered_model_name: str | Non
     instead of copying them (95 MB) into every version."""
     import importlib.metadata as md
 
-    pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow")]
+    pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow",
+                                                        "threadpoolctl")]
     files = [name for name in FILES if not (encoder_uri and name == ENCODER_WEIGHTS)]
     # The novelty files travel with the model, so the served model flags images as the CLI does.
     files += [name for name in (novelty.NPZ, novelty.JSON) if (Path(model_dir) / name).exists()]
