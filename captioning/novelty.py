@@ -124,10 +124,10 @@ def fit_knn(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 
 def score_knn(arrays: dict[str, np.ndarray], x: np.ndarray, k: int) -> np.ndarray:
-    # float16 on disk, float32 to multiply: `Novelty` keeps the cast copy ("reference32"), as numpy's
-    # float16 cast of 2,000 x 2,560 values costs ~100 ms, far more than the product itself.
-    reference = arrays.get("reference32")
-    similarity = x @ (arrays["reference"].astype(np.float32) if reference is None else reference).T
+    # float16 on disk, float32 to multiply: `Novelty` keeps the cast copy, transposed ("columns"), as
+    # numpy's float16 cast of 2,000 x 2,560 values costs ~100 ms, far more than the product itself.
+    columns = arrays.get("columns")
+    similarity = x @ (arrays["reference"].astype(np.float32).T if columns is None else columns)
     k = min(k, similarity.shape[1])
     nearest = -np.partition(-similarity, k - 1, axis=1)[:, :k]
     return 1.0 - nearest.mean(axis=1)  # mean cosine distance to the k nearest training images
@@ -154,7 +154,7 @@ class Novelty:
         """Scoring-time copies of the saved arrays (never saved themselves)."""
         if "reference" in self.arrays:
             self.scoring = {"reference": self.arrays["reference"],
-                            "reference32": self.arrays["reference"].astype(np.float32)}
+                            "columns": np.ascontiguousarray(self.arrays["reference"].astype(np.float32).T)}
         else:
             self.scoring = self.arrays
 

@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=24, help="non-photos drawn per kind")
     parser.add_argument("--samples", type=Path, default=SAMPLES, help="real photos (a shapes model's outsiders)")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--references", type=int, nargs="+", default=[novelty.MAX_REFERENCE],
+                        help="knn: training images kept (each size is its own row)")
+    parser.add_argument("--no-mahalanobis", action="store_true", help="knn rows only (Mahalanobis fits take minutes)")
     args = parser.parse_args()
     import yaml
 
@@ -140,13 +143,16 @@ def main() -> None:
           f"features {store.row_shape}; non-photos {len(non_photos)} ({args.per_kind} per kind)")
 
     # "raw": Mahalanobis on pooled features without the L2 normalisation (knn is cosine either way).
-    scorers = [("mahalanobis", 0), ("mahalanobis raw", 0)] + [("knn", k) for k in args.ks]
+    scorers = [] if args.no_mahalanobis else [("mahalanobis", 0), ("mahalanobis raw", 0)]
+    scorers += [(f"knn {m}", k) for m in args.references for k in args.ks]
     kinds = [*KINDS, *(k for k in outside if k not in KINDS)]
-    print(f"{'scorer':<14} {'AUROC':>6} {'test fl.':>8} " + " ".join(f"{k:>11}" for k in kinds) + f" {'us/img':>7}")
+    print(f"{'scorer':<18} {'AUROC':>6} {'test fl.':>8} " + " ".join(f"{k:>11}" for k in kinds) + f" {'us/img':>7}")
     normalise = novelty.l2_normalise
     for name, k in scorers:
         method = name.split()[0]
         novelty.l2_normalise = (lambda v: v) if name.endswith("raw") else normalise
+        if method == "knn":
+            novelty.MAX_REFERENCE = int(name.split()[1])
         start = time.perf_counter()
         model = novelty.fit(rows["train"], rows["val"], method=method, quantile=0.99, k=max(k, 1), seed=42)
         fit_s = time.perf_counter() - start
@@ -159,8 +165,8 @@ def main() -> None:
         for kind in kinds:  # per kind: AUROC against dev / share flagged
             s = model.score(outside[kind])
             cells.append(f"{auroc(dev, s):.3f}/{np.mean(s > model.threshold):4.0%}")
-        name = f"knn k={k}" if method == "knn" else name
-        print(f"{name:<14} {auroc(dev, scored):6.3f} {np.mean(test > model.threshold):8.1%} " + " ".join(
+        name = f"knn k={k} m={novelty.MAX_REFERENCE}" if method == "knn" else name
+        print(f"{name:<18} {auroc(dev, scored):6.3f} {np.mean(test > model.threshold):8.1%} " + " ".join(
             f"{c:>11}" for c in cells) + f" {us:7.0f}  (fit {fit_s:.1f} s)")
     print("per kind: AUROC of dev vs that kind / share of that kind flagged at the dev split's 99th percentile")
 
