@@ -36,7 +36,7 @@ METHODS = ("mahalanobis", "knn")
 NPZ, JSON = "novelty.npz", "novelty.json"
 CHUNK = 256  # feature rows pooled at a time: a 7x7x1280 float16 grid is 125 KB a row
 MAX_COMPONENTS = 256  # whitened directions kept one by one; the rest share their mean variance
-MAX_REFERENCE = 2000  # knn: training images kept (float16; 10 MB at 2560 dims): enough to cover the split
+MAX_REFERENCE = 1000  # knn: training images kept (float16, 5 MB at 2,560 dims): 500-2,000 separate alike
 REASON = "this image looks unlike the photos this model learned from"
 # Scoring runs BLAS on one thread: a served image's products are tiny, and OpenBLAS's threads on a
 # busy 2-core machine made one knn product 7.5 ms instead of 0.07 ms. Made once: it inspects the
@@ -49,11 +49,11 @@ BLAS = ThreadpoolController()
 
 def pool(rows: np.ndarray) -> np.ndarray:
     """(n, regions, c) grids -> (n, 2c) mean and max over regions; (n, c) vectors unchanged; float32."""
-    rows = np.asarray(rows)
-    if rows.ndim == 3:  # reduced first, cast after: numpy's float16 -> float32 cast is slow per element
-        return np.concatenate([rows.mean(axis=1, dtype=np.float32), rows.max(axis=1).astype(np.float32)], axis=1)
+    rows = np.asarray(rows, dtype=np.float32)  # cast first: numpy reduces float16 in slow emulated steps
+    if rows.ndim == 3:
+        return np.concatenate([rows.mean(axis=1), rows.max(axis=1)], axis=1)
     if rows.ndim == 2:
-        return rows.astype(np.float32)
+        return rows
     raise DataError(f"features of shape {rows.shape}: expected (n, regions, c) grids or (n, c) vectors")
 
 
