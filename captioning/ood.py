@@ -14,6 +14,9 @@ photo model and in distribution for the embedded default. Sizes and aspect ratio
 inputs. Real photos, the negatives, are not generated: use a dataset's test split.
 
     python -m captioning.ood OUT_DIR [--per-kind 20] [--seed 0] [--size 320]
+
+A module entry rather than a scripts/ file: the evaluate stage imports `make_ood_set` from the
+package, and `python -m captioning.ood` works wherever the package is installed.
 """
 
 from __future__ import annotations
@@ -127,7 +130,8 @@ def chart(rng: np.random.Generator, size: int) -> Image.Image:
     w, h = _dims(rng, size, (4 / 3, 16 / 9, 3 / 2, 1.0))
     image = Image.new("RGB", (w, h), (255, 255, 255))
     draw = ImageDraw.Draw(image)
-    font = _font(max(8, h // 28))
+    fs = max(8, h // 28)
+    font = _font(fs)
     draw.text((w // 2 - w // 6, h // 40), _sentence(rng, 3).title(), fill=(30, 30, 30), font=font)
     palette = [_rgb(rng, 20, 230) for _ in range(8)]
     left, top, right, bottom = int(w * 0.12), int(h * 0.14), int(w * 0.95), int(h * 0.86)
@@ -146,7 +150,7 @@ def chart(rng: np.random.Generator, size: int) -> Image.Image:
     for k in range(5):  # gridlines and y tick labels
         y = bottom - (bottom - top) * k // 4
         draw.line([(left, y), (right, y)], fill=(220, 220, 220))
-        draw.text((left - font.size * 2.5, y - font.size // 2), str(25 * k), fill=(60, 60, 60), font=font)
+        draw.text((left - fs * 2.5, y - fs // 2), str(25 * k), fill=(60, 60, 60), font=font)
     n = int(rng.integers(4, 13))
     values = rng.uniform(0.1, 1.0, n)
     step = (right - left) / n
@@ -171,7 +175,8 @@ def screenshot(rng: np.random.Generator, size: int) -> Image.Image:
     accent = _rgb(rng, 30, 220)
     image = Image.new("RGB", (w, h), bg)
     draw = ImageDraw.Draw(image)
-    bar, font = max(12, h // 16), _font(max(8, h // 32))
+    bar, fs = max(12, h // 16), max(8, h // 32)
+    font = _font(fs)
     draw.rectangle([0, 0, w, bar], fill=(60, 63, 70) if dark else (225, 225, 230))
     for k, colour in enumerate([(237, 106, 94), (245, 191, 79), (98, 197, 84)]):  # window controls
         draw.ellipse([8 + k * bar * 0.8, bar * 0.3, 8 + k * bar * 0.8 + bar * 0.4, bar * 0.7], fill=colour)
@@ -183,24 +188,24 @@ def screenshot(rng: np.random.Generator, size: int) -> Image.Image:
     panel = (52, 55, 62) if dark else (232, 234, 240)
     draw.rectangle([0, bar, side, h], fill=accent if rng.random() < 0.5 else panel)
     for k, label in enumerate(rng.choice(UI_LABELS, size=6, replace=False)):  # sidebar items
-        draw.text((10, bar * 1.5 + k * font.size * 2), str(label), fill=fg, font=font)
+        draw.text((10, bar * 1.5 + k * fs * 2), str(label), fill=fg, font=font)
     x0, y = side + bar // 2, int(bar * 1.6)
     for _ in range(int(rng.integers(2, 4))):  # labelled text fields
         draw.text((x0, y), str(rng.choice(UI_LABELS)) + ":", fill=fg, font=font)
-        y += font.size + 4
-        draw.rectangle([x0, y, x0 + (w - x0) * 0.6, y + font.size * 1.8],
+        y += fs + 4
+        draw.rectangle([x0, y, x0 + (w - x0) * 0.6, y + fs * 1.8],
                        fill=(30, 30, 34) if dark else (255, 255, 255), outline=(160, 160, 170))
-        y += int(font.size * 2.6)
+        y += int(fs * 2.6)
     bx = x0
     for label in rng.choice(UI_LABELS, size=2, replace=False):  # buttons
         bw = int(draw.textlength(str(label), font=font)) + 24
-        draw.rounded_rectangle([bx, y, bx + bw, y + font.size * 2], radius=5, fill=accent)
-        draw.text((bx + 12, y + font.size * 0.45), str(label), fill=(255, 255, 255), font=font)
+        draw.rounded_rectangle([bx, y, bx + bw, y + fs * 2], radius=5, fill=accent)
+        draw.text((bx + 12, y + fs * 0.45), str(label), fill=(255, 255, 255), font=font)
         bx += bw + 12
-    y += font.size * 3
-    while y < h - font.size * 2:  # a panel of text
+    y += fs * 3
+    while y < h - fs * 2:  # a panel of text
         draw.text((x0, y), _sentence(rng, int(rng.integers(4, 10))), fill=fg, font=font)
-        y += int(font.size * 1.5)
+        y += int(fs * 1.5)
     return image
 
 
