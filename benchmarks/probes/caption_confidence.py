@@ -19,10 +19,14 @@ rho the >= 0.3 rule reads.
 
 Run after `dvc repro` (models/, data/features, data/split.json, data/clean; read only):
 
-    python -m benchmarks.probes.caption_confidence [--project .] [--split dev] [--beam 3]
+    python -m benchmarks.probes.caption_confidence [--project .] [--split dev] [--beam 3] [--per-image FILE.csv]
+
+--per-image writes one row per image (image, caption, cider, each score), to look at the captions
+behind a rho or to rank them by a score computed elsewhere.
 """
 
 import argparse
+import csv
 import importlib.util
 from pathlib import Path
 
@@ -99,6 +103,7 @@ def main() -> None:
     parser.add_argument("--length-penalty", type=float, default=None,
                         help="default: the model's own (models/decoding.json)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--per-image", type=Path, default=None, help="write each image's caption and scores here (CSV)")
     args = parser.parse_args()
     root = args.project
     paths = {p: require(root / p, NOT_TRAINED) for p in
@@ -129,6 +134,13 @@ def main() -> None:
     if novelty is not None:
         scores["novelty"] = novelty
 
+    if args.per_image:
+        with open(args.per_image, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["image", "caption", "cider", *scores])
+            for i, name in enumerate(names):
+                row = [f"{v[i]:.4f}" for v in scores.values()]
+                out.writerow([name, " ".join(captions[i]), f"{cider[i]:.4f}", *row])
     print(f"{root.resolve().name}: {model.name}, {args.split} split, {len(names)} images, beam {args.beam}, "
           f"length penalty {alpha:g}; CIDEr-D {cider.mean():.3f} (per image: median {np.median(cider):.3f}, "
           f"{np.mean(cider == 0):.0%} zero)")
