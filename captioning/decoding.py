@@ -189,6 +189,15 @@ def _greedy_graph(incremental, length: int, start: int, end: int, never: tuple[i
 def beam_decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 3, length_penalty: float = 0.0,
                 batch_size: int = 256, no_repeat: bool = True) -> list[list[str]]:
     """The caption with the best length-normalised log-probability found by beam search (see module doc)."""
+    return [ranked[0][1] for ranked in beam_candidates(model, features, vocab, beam_size, length_penalty,
+                                                       batch_size, no_repeat)]
+
+
+def beam_candidates(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 3, length_penalty: float = 0.0,
+                    batch_size: int = 256, no_repeat: bool = True) -> list[list[tuple[float, list[str]]]]:
+    """Per image, beam search's finished captions as (normalised score, words), best first; an image
+    whose beams never ended gets its best unfinished beam (normalised at max_length) alone. Beam
+    search stops once no live beam can win, so an image may have fewer than beam_size captions."""
     index = vocab.index
     start, end = index[START], index[END]
     n, length, k = len(features), vocab.max_length, beam_size
@@ -241,10 +250,12 @@ def beam_decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int =
     out = []
     for image in range(n):
         if finished[image]:
-            ids = max(finished[image], key=lambda f: f[0])[1]
+            # stable sort: among equal scores the first finished wins, as max() picked before
+            ranked = sorted(finished[image], key=lambda f: -f[0])
         else:  # no beam reached the end token within max_length: the best unfinished one
-            ids = seqs[image, int(scores[image].argmax()), 1:].tolist()
-        out.append(_words(np.asarray([start, *ids]), vocab, end))
+            beam = int(scores[image].argmax())
+            ranked = [(normalised(scores[image, beam], length - 1), seqs[image, beam, 1:].tolist())]
+        out.append([(float(score), _words(np.asarray([start, *ids]), vocab, end)) for score, ids in ranked])
     return out
 
 

@@ -17,7 +17,7 @@ HELD_OUT = {tuple(pair) for pair in ATTENTION["data.shapes.holdout"]}
 
 def test_grid_features_are_float16_regions(attention_repo):
     feats = np.load(attention_repo / "data/features/features.npy")
-    assert feats.dtype == np.float16 and feats.shape[1:] == (16, 512)  # conv3: 64 px / 8 = 8x8, pooled to 4x4
+    assert feats.dtype == np.float16 and feats.shape[1:] == (16, 288)  # MobileNetV2 0.5 block_13: 64 px / 16 = 4x4, 288 channels
 
 
 def test_repro_scores_and_draws_attention(attention_repo):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from conftest import model_settings
 
-from captioning.decoding import beam_decode, decode, greedy_decode, next_word_probs
+from captioning.decoding import beam_candidates, beam_decode, decode, greedy_decode, next_word_probs
 from captioning.models import merge_bilstm, soft_attention
 from captioning.text import END, PAD, START, UNK, Vocabulary
 
@@ -69,6 +69,17 @@ def test_greedy_is_myopic_and_beam_3_finds_the_more_likely_caption():
     model = TableModel(MYOPIC)
     assert greedy_decode(model, feats(), vocab()) == [["a"]]  # p = 0.5 * 0.4 = 0.20
     assert beam_decode(model, feats(), vocab(), beam_size=3) == [["b"]]  # p = 0.4 * 0.9 = 0.36
+
+
+def test_beam_candidates_rank_the_finished_captions_by_normalised_score():
+    ranked = beam_candidates(TableModel(MYOPIC), feats(2), vocab(), beam_size=3)
+    # "b" 0.4 * 0.9 = 0.36, "a" 0.5 * 0.4 = 0.20; "b c ..." and "a b ..." cannot beat them
+    assert [[words for _, words in image] for image in ranked] == [[["b"], ["a"]]] * 2
+    (best, _), (second, _) = ranked[0]
+    assert best == pytest.approx(np.log(0.36)) and second == pytest.approx(np.log(0.2))
+    per_word = beam_candidates(TableModel(MYOPIC), feats(), vocab(), beam_size=3, length_penalty=1.0)[0]
+    assert per_word[0][0] == pytest.approx(np.log(0.36) / 2)  # two tokens: the word and the end
+    assert beam_decode(TableModel(MYOPIC), feats(2), vocab(), beam_size=3) == [ranked[0][0][1], ranked[1][0][1]]
 
 
 @pytest.mark.slow  # decodes a real Keras model step by step
