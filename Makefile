@@ -58,6 +58,7 @@ bench: $(STAMP)  ## every performance benchmark, quick arguments (benchmarks/REA
 	  python -m benchmarks.training --captions 1024 && python -m benchmarks.flickr8k_training --steps 10 && \
 	  python -m benchmarks.scaling precision && python -m benchmarks.scaling stages --sizes 500 2000 --train-steps 5 && \
 	  python -m benchmarks.decoding --beams 1 3 && python -m benchmarks.serving --requests 48 --rss-requests 300 && \
+	  python -m benchmarks.novelty_cost --images 20 && \
 	  python -m benchmarks.pipeline_timing
 
 # Debian packages the tests need (.ci/run installs them before `make test`); one `+=` line each.

@@ -9,18 +9,22 @@ Decoding settings (beam size, length penalty) live with the model, in `<model di
 (`{"beam_size": 3, "length_penalty": 0.7}`); the MLflow model carries the same file among its
 artifacts. Arguments override them; a model directory without that file (older models) decodes
 greedily, and `decoding_source` says so.
+
+Every caption comes with the image's novelty (captioning/novelty.py, `<model dir>/novelty.npz` and
+`novelty.json`): scored from the features already computed for the caption, so it costs no second
+encoder pass. A model directory without those files says novelty None.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from captioning import backbones
+from captioning import backbones, novelty
 from captioning.attention_maps import attention_figure, attention_for, caption_attention, is_attention_model
 from captioning.decoding import decode
 from captioning.features import MAX_PIXELS, _forward, as_regions, load_encoder, load_image
@@ -37,6 +41,7 @@ GREEDY = {"beam_size": 1, "length_penalty": 0.0}
 class Caption:
     words: list[str]
     attention: np.ndarray | None = None  # soft_attention models, on request: (words, regions)
+    novelty: dict = field(default_factory=lambda: dict(novelty.UNKNOWN))  # novelty, threshold, unsure, reason
 
     @property
     def text(self) -> str:
@@ -93,6 +98,7 @@ class Captioner:
         self.spec, self.encoder = load_encoder(model_dir)
         self.model = load_model(model_dir / "model.keras")
         self.vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
+        self.novelty = novelty.load(model_dir)  # None: a model saved before novelty existed
 
     @property
     def has_attention(self) -> bool:
@@ -113,7 +119,9 @@ class Captioner:
                             "pretrained": spec.weights != "none"},
                 "dataset": run.get("dataset"), "run_id": run.get("mlflow_run_id"),
                 "decoding": {"beam_size": self.beam_size, "length_penalty": self.length_penalty,
-                             "source": self.decoding_source}}
+                             "source": self.decoding_source},
+                "novelty": None if self.novelty is None else {"method": self.novelty.method,
+                                                              "threshold": self.novelty.threshold}}
         return {**info, "summary": summary(info)}
 
     def load(self, source: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
@@ -123,6 +131,13 @@ class Captioner:
     def features(self, images: np.ndarray) -> np.ndarray:
         """Encoder features of a batch of loaded images, exactly as the features stage computes them."""
         return as_regions(_forward(self.encoder, self.spec.image_size, self.spec.backbone)(np.asarray(images, np.float32)).numpy())
+
+    def assess(self, feats: np.ndarray) -> list[dict]:
+        """Each image's {"novelty", "threshold", "unsure", "reason"} from its encoder features (all
+        None without a novelty model)."""
+        if self.novelty is None:
+            return [dict(novelty.UNKNOWN) for _ in range(len(feats))]
+        return self.novelty.assess(feats)
 
     def caption_arrays(self, images: np.ndarray, beam_size: int | None = None, length_penalty: float | None = None,
                        attention: bool = False) -> list[Caption]:
@@ -135,9 +150,11 @@ class Captioner:
         feats = self.features(images)
         words = decode(self.model, feats, self.vocab, beam_size or self.beam_size,
                        self.length_penalty if length_penalty is None else length_penalty)
+        assessed = self.assess(feats)
         if not (attention and self.has_attention):
-            return [Caption(w) for w in words]
-        return [Caption(w, a) for w, a in zip(words, attention_for(self.model, feats, self.vocab, words))]
+            return [Caption(w, None, n) for w, n in zip(words, assessed)]
+        alphas = attention_for(self.model, feats, self.vocab, words)
+        return [Caption(w, a, n) for w, a, n in zip(words, alphas, assessed)]
 
     def encode(self, paths: list[str]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Features of every readable image (paths kept, in order) and errors (path -> message)."""
@@ -153,14 +170,21 @@ class Captioner:
 
     def caption(self, paths: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         """Captions (path -> text) for the readable images, and errors for the others."""
+        records, errors = self.caption_records(paths)
+        return {path: record["caption"] for path, record in records.items()}, errors
+
+    def caption_records(self, paths: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
+        """path -> {"caption", "novelty", "threshold", "unsure", "reason"} for the readable images,
+        and errors (path -> message) for the others."""
         ok, feats, errors = self.encode(paths)
         if not ok:
             return {}, errors
         words = decode(self.model, feats, self.vocab, self.beam_size, self.length_penalty)
-        return {path: " ".join(w) for path, w in zip(ok, words)}, errors
+        return {path: {"caption": " ".join(w), **n} for path, w, n in zip(ok, words, self.assess(feats))}, errors
 
-    def draw_attention(self, paths: list[str], out: Path) -> tuple[dict[str, str], dict[str, str]]:
-        """Greedy captions plus an attention figure per image: `out` for one image, OUT-STEM_N.png for several."""
+    def draw_attention(self, paths: list[str], out: Path) -> tuple[dict[str, dict], dict[str, str]]:
+        """Greedy captions (records as `caption_records`) plus an attention figure per image: `out` for
+        one image, OUT-STEM_N.png for several."""
         if not self.has_attention:
             raise DataError(f"{self.model_dir / 'model.keras'}: --attention needs a soft_attention model")
         ok, feats, errors = self.encode(paths)
@@ -170,4 +194,4 @@ class Captioner:
         for i, (path, (words, alphas)) in enumerate(zip(ok, results)):
             target = out if len(ok) == 1 else out.with_name(f"{out.stem}_{i}{out.suffix}")
             attention_figure(path, words, alphas, target)
-        return {path: " ".join(w) for path, (w, _) in zip(ok, results)}, errors
+        return {path: {"caption": " ".join(w), **n} for path, (w, _), n in zip(ok, results, self.assess(feats))}, errors

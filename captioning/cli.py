@@ -3,6 +3,10 @@
 Images are encoded by the model directory's saved encoder and decoded with its decoding.json (unless
 --beam-size / --length-penalty override it). Each input is handled on its own: a bad or oversized file
 is reported by name, the others are still captioned, and the exit code is 1 when any input failed.
+
+--json lines also carry the image's novelty, the model's threshold, `unsure` and a reason when unsure
+(captioning/novelty.py; all null for a model without novelty files). The plain `path<TAB>caption`
+lines stay exactly that, so scripts that split them keep working; unsure images are noted on stderr.
 """
 
 from __future__ import annotations
@@ -67,8 +71,9 @@ def expand(inputs: list[str]) -> list[str]:
     return out
 
 
-def caption_images(captioner, paths: list[str], attention: Path | None = None) -> tuple[dict[str, str], dict[str, str]]:
-    """Captions for every readable image (CHUNK at a time) and errors (path -> message) for the others.
+def caption_images(captioner, paths: list[str], attention: Path | None = None) -> tuple[dict[str, dict], dict[str, str]]:
+    """Records ({"caption", "novelty", "threshold", "unsure", "reason"}) for every readable image
+    (CHUNK at a time) and errors (path -> message) for the others.
 
     With `attention` (soft_attention models only), also draws each image's attention map there.
     """
@@ -76,7 +81,7 @@ def caption_images(captioner, paths: list[str], attention: Path | None = None) -
         return captioner.draw_attention(paths, attention)
     captions, errors = {}, {}
     for start in range(0, len(paths), CHUNK):
-        chunk_captions, chunk_errors = captioner.caption(paths[start:start + CHUNK])
+        chunk_captions, chunk_errors = captioner.caption_records(paths[start:start + CHUNK])
         captions.update(chunk_captions)
         errors.update(chunk_errors)
     return captions, errors
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...) or folders of them")
     cap.add_argument("--model", type=Path, default=Path("models"), help="directory of the trained model")
     cap.add_argument("--json", action="store_true",
-                     help='JSON lines on stdout, one per input: {"image", "caption"} or {"image", "error"}')
+                     help='JSON lines on stdout, one per input: {"image", "caption", "novelty", "threshold", '
+                          '"unsure", "reason"} or {"image", "error"}')
     cap.add_argument("--beam-size", type=int, help="1 = greedy; default: the model's decoding.json, else 1")
     cap.add_argument("--length-penalty", type=float,
                      help="beam score = sum log p / length ** this; default: the model's decoding.json, else 0")
@@ -138,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"error: {errors[path]}", file=sys.stderr)
         elif args.json:
-            print(json.dumps({"image": path, "caption": captions[path]}))
+            print(json.dumps({"image": path, **captions[path]}))
         else:
-            print(f"{path}\t{captions[path]}")
+            print(f"{path}\t{captions[path]['caption']}")
+            if captions[path]["unsure"]:
+                print(f"note: {path}: {captions[path]['reason']} (novelty {captions[path]['novelty']:g} "
+                      f"> {captions[path]['threshold']:g})", file=sys.stderr)
     return 1 if errors else 0
 
 

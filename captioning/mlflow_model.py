@@ -2,9 +2,11 @@
 
 `mlflow models serve -m models:/captioning@champion --env-manager local` then answers
 `POST /invocations {"dataframe_records": [{"image": "<base64 of the JPEG/PNG bytes>"}]}` with
-`{"predictions": [{"caption": "...", "error": null}]}`, one record per image, in order. An image that
-cannot be captioned gets `{"caption": null, "error": "image 1: ..."}` (a one-line reason, never a
-stack trace) and does not fail the others. Requests carry image bytes only: a value is always
+`{"predictions": [{"caption": "...", "error": null, "novelty": 0.12, "threshold": 0.2, "unsure": false,
+"reason": null}]}`, one record per image, in order (novelty as the CLI and `captioning serve` give it,
+from the model's novelty.npz / novelty.json artifacts; null for a model logged without them). An image
+that cannot be captioned gets `{"caption": null, "error": "image 1: ...", ...nulls}` (a one-line
+reason, never a stack trace) and does not fail the others. Requests carry image bytes only: a value is always
 decoded as base64, never looked up as a file on the server.
 
 The encoder, decoder and vocabulary are loaded once per process (not per request) by the Captioner
@@ -35,6 +37,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import captioning
+from captioning import novelty
 from captioning.captioner import DECODING_FILE, FILES, Captioner
 from captioning.features import ENCODER_WEIGHTS
 from captioning.io import DataError
@@ -118,22 +121,28 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
                 images[i] = self.captioner.load(image_bytes(value, i), name=f"image {i}")
             except (ValueError, DataError) as e:  # DataError is a ValueError; both carry one-line reasons
                 errors[i] = str(e)
-        captions = {}
+        captions, assessed = {}, {}
         if images:
             try:
                 results = self.captioner.caption_arrays(np.stack(list(images.values())))
                 captions = {i: r.text for i, r in zip(images, results)}
+                assessed = {i: r.novelty for i, r in zip(images, results)}
             except Exception:  # noqa: BLE001 (logged here with its traceback; the client gets one line)
                 log.exception("captioning %d images failed", len(images))
                 errors.update({i: f"image {i}: internal error; the server log has the details" for i in images})
         # Records, not a DataFrame: pandas would turn the missing values into NaN (not valid JSON).
-        return [{"caption": captions.get(i), "error": errors.get(i)} for i in range(len(values))]
+        return [{"caption": captions.get(i), "error": errors.get(i), **assessed.get(i, novelty.UNKNOWN)}
+                for i in range(len(values))]
 
 
 def signature():
     return ModelSignature(inputs=Schema([ColSpec("string", "image")]),
                           outputs=Schema([ColSpec("string", "caption", required=False),
-                                          ColSpec("string", "error", required=False)]))
+                                          ColSpec("string", "error", required=False),
+                                          ColSpec("double", "novelty", required=False),
+                                          ColSpec("double", "threshold", required=False),
+                                          ColSpec("boolean", "unsure", required=False),
+                                          ColSpec("string", "reason", required=False)]))
 
 
 def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None,
@@ -144,8 +153,11 @@ def log_model(model_dir: str | Path = "models", registered_model_name: str | Non
     instead of copying them (95 MB) into every version."""
     import importlib.metadata as md
 
-    pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow")]
+    pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow",
+                                                        "threadpoolctl")]
     files = [name for name in FILES if not (encoder_uri and name == ENCODER_WEIGHTS)]
+    # The novelty files travel with the model, so the served model flags images as the CLI does.
+    files += [name for name in (novelty.NPZ, novelty.JSON) if (Path(model_dir) / name).exists()]
     config = {**(decoding or {}), **({"encoder_uri": encoder_uri} if encoder_uri else {})}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {name: str(Path(model_dir) / name) for name in files}

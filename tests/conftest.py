@@ -269,6 +269,16 @@ def odd_inputs(tmp_path_factory, sample_images) -> dict[str, Path]:
     return files
 
 
+def blank_png(path: Path, colour: str = "black") -> Path:
+    """A blank page, the first thing the novelty score must flag. Black by default: the tiny
+    pipeline's encoder has random weights, and through them a white page lands among the shapes
+    scenes' light backgrounds; the ImageNet encoder tells both apart (test_novelty)."""
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), colour).save(path, format="PNG")
+    return path
+
+
 # -----------------------------------------------------------------------------
 # The web service's tests (test_web_app, test_web_batching): limits and one request/answer check.
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from captioning.cli import expand, main
-from conftest import REPO, library_captions
+from conftest import REPO, blank_png, library_captions
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -66,7 +66,11 @@ def test_bad_files_never_stop_the_good_ones_and_json_has_a_record_each(folder, t
     good = ["a_good.jpg", "b_good_rgba.png", "e_good_gray.jpg"]
     captions = library_captions(trained_repo / "models", [folder / name for name in good])
     for name in good:
-        assert by_name[name] == {"image": str(folder / name), "caption": captions[name]}
+        record = by_name[name]
+        assert record == {"image": str(folder / name), "caption": captions[name], "novelty": record["novelty"],
+                          "threshold": record["threshold"], "unsure": record["novelty"] > record["threshold"],
+                          "reason": record["reason"]}
+        assert isinstance(record["novelty"], float) and (record["reason"] is not None) == record["unsure"]
     expected = {"c_bomb.png": "decompression bomb", "c_truncated.jpg": "truncated", "c_empty.jpg": "empty file",
                 "c_text.jpg": "not an image", "d_unreadable.png": "permission denied",
                 "nonexistent.jpg": "not found"}
@@ -83,7 +87,7 @@ def test_plain_output_prints_errors_on_stderr_one_line_each(folder, trained_repo
                                  trained_repo / "models"], tmp_path, capsys, monkeypatch)
     assert code == 1
     assert out.startswith(f"{folder / 'a_good.jpg'}\t") and len(out.splitlines()) == 1
-    errors = err.splitlines()
+    errors = [line for line in err.splitlines() if not line.startswith(f"note: {folder / 'a_good.jpg'}: ")]
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors), err
     assert "c_bomb.png" in errors[0] and "c_text.jpg" in errors[1]
 
@@ -114,7 +118,29 @@ def test_a_model_without_saved_decoding_settings_decodes_greedily_with_a_note(tr
     image = trained_repo / "data/raw/images" / json.loads((trained_repo / "reports/samples.json").read_text())[0]["image"]
     code, out, err = in_process([image, "--model", model], tmp_path, capsys, monkeypatch)
     assert code == 0, err
-    assert err.startswith("note: decoding greedy") and len(err.splitlines()) == 1
+    notes = [line for line in err.splitlines() if not line.startswith(f"note: {image}: ")]  # unsure: a tiny dev split
+    assert notes[0].startswith("note: decoding greedy") and len(notes) == 1
+
+
+def test_json_and_plain_output_flag_an_image_unlike_the_training_ones(trained_repo, tmp_path, capsys, monkeypatch):
+    """A blank page is unsure, with a reason (--json) or a note on stderr (plain: stdout stays path<TAB>caption);
+    a training image is not."""
+    train = json.loads((trained_repo / "data/split.json").read_text())["train"][0]
+    seen, blank = trained_repo / "data/raw/images" / train, blank_png(tmp_path / "blank.png")
+    code, out, err = in_process([seen, blank, "--json", "--model", trained_repo / "models"], tmp_path, capsys,
+                                monkeypatch)
+    assert code == 0, err
+    first, second = map(json.loads, out.splitlines())
+    threshold = json.loads((trained_repo / "models/novelty.json").read_text())["threshold"]
+    assert first["unsure"] is False and first["reason"] is None and first["novelty"] < threshold
+    assert second["unsure"] is True and second["novelty"] > threshold
+    assert second["reason"] == "this image looks unlike the photos this model learned from (shapes)"
+    assert first["threshold"] == second["threshold"] == round(threshold, 4)
+
+    code, out, err = in_process([seen, blank, "--model", trained_repo / "models"], tmp_path, capsys, monkeypatch)
+    assert code == 0 and out == f"{seen}\t{first['caption']}\n{blank}\t{second['caption']}\n"
+    assert err.splitlines() == [f"note: {blank}: {second['reason']} (novelty {second['novelty']:g} > "
+                                f"{second['threshold']:g})"]
 
 
 def test_a_missing_model_is_one_line_and_exit_2(tmp_path, odd_inputs, capsys, monkeypatch):

@@ -12,7 +12,8 @@ import mlflow
 import pytest
 
 from captioning import mlflow_model
-from conftest import REPO, TINY_DECODING, library_captions
+from captioning.captioner import Captioner
+from conftest import REPO, TINY_DECODING, blank_png, library_captions
 
 sys.path.insert(0, str(REPO / "scripts"))
 from mlflow_ui_check import free_port, post, server  # noqa: E402
@@ -62,12 +63,23 @@ def test_bytes_are_captioned_like_evaluate_and_bad_rows_get_one_line(served, tra
     rows = answer["predictions"]
     assert len(rows) == len(records)
     # decoding (beam 3, penalty 0.7) travelled with the model: the caption evaluate gave this image.
+    novelty = {k: rows[0].pop(k) for k in ("novelty", "threshold", "unsure", "reason")}
     assert rows[0] == {"caption": samples[0]["prediction"], "error": None}
+    records, _ = Captioner(trained_repo / "models").caption_records([str(image)])
+    assert {"caption": samples[0]["prediction"], **novelty} == records[str(image)]  # novelty travelled too
     expected = {1: "not base64", 2: "not base64", 3: "decompression bomb", 4: "not an image", 5: "truncated"}
     for i, words in expected.items():
+        assert rows[i]["novelty"] is rows[i]["unsure"] is rows[i]["reason"] is None
         assert rows[i]["caption"] is None and rows[i]["error"].startswith(f"image {i}: "), rows[i]
         assert words in rows[i]["error"] and "\n" not in rows[i]["error"], rows[i]
     assert rows[1]["error"].replace("image 1", "image 2") == rows[2]["error"]  # no way to probe files
     captions = library_captions(trained_repo / "models", [image, odd_inputs["cmyk"]])  # one batch, as served
-    assert rows[6] == {"caption": captions[odd_inputs["cmyk"].name], "error": None}
+    assert rows[6]["caption"] == captions[odd_inputs["cmyk"].name] and rows[6]["error"] is None
     assert "Traceback" not in json.dumps(answer)
+
+
+def test_a_blank_image_is_flagged_unsure_by_the_served_model(served, tmp_path):
+    blank = blank_png(tmp_path / "blank.png").read_bytes()
+    row = post(f"{served}/invocations", {"dataframe_records": [{"image": b64(blank)}]})["predictions"][0]
+    assert row["unsure"] is True and row["novelty"] > row["threshold"] and row["error"] is None
+    assert row["reason"] == "this image looks unlike the photos this model learned from (shapes)"

@@ -17,7 +17,7 @@ from app_server import background_server
 from captioning.captioner import Captioner
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
-from conftest import WEB_LIMITS, assert_clean_error, library_captions, post_raw
+from conftest import WEB_LIMITS, assert_clean_error, blank_png, library_captions, post_raw
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -64,6 +64,20 @@ def test_caption_equals_the_evaluate_stage_and_the_cli(http, url, trained_repo):
     cli = subprocess.run([sys.executable, "-m", "captioning", "caption", "--json", *map(str, images)],
                          cwd=trained_repo, capture_output=True, text=True)
     assert [json.loads(line)["caption"] for line in cli.stdout.splitlines()] == [s["prediction"] for s in samples]
+
+
+def test_answers_carry_the_images_novelty_and_flag_a_blank_image(http, url, trained_repo, captioner, tmp_path):
+    """Novelty, threshold, unsure and reason: what the Captioner (and so the CLI) says of the same image."""
+    train = json.loads((trained_repo / "data/split.json").read_text())["train"][0]
+    paths = [trained_repo / "data/raw/images" / train, blank_png(tmp_path / "blank.png")]
+    seen, blank = (post_raw(http, url, p.read_bytes(), "image/png").json() for p in paths)
+    records, _ = captioner.caption_records([str(p) for p in paths])
+    for answer, path in zip((seen, blank), paths):  # one image a call here, two there: the same up to rounding
+        assert {**{k: answer[k] for k in ("caption", "threshold", "unsure", "reason")},
+                "novelty": pytest.approx(answer["novelty"], abs=2e-4)} == records[str(path)]
+    assert seen["unsure"] is False and seen["reason"] is None and seen["novelty"] < seen["threshold"]
+    assert blank["unsure"] is True and blank["reason"].startswith("this image looks unlike the photos")
+    assert http.get(f"{url}/health").json()["model"]["novelty"]["threshold"] == captioner.novelty.threshold
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "png", "grayscale", "cmyk", "rgba", "palette"])

@@ -13,6 +13,7 @@ from app_server import background_server
 from captioning.captioner import Captioner
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
+from conftest import blank_png
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -83,6 +84,35 @@ def test_page_uploads_an_image_and_shows_its_caption(browser, trained_repo, samp
         error = wait_for(lambda: browser.find_element(By.ID, "error").text, what="an error message")
         assert "notes.jpg" in error and "not an image" in error
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_a_dropped_blank_image_shows_the_unsure_note(browser, trained_repo, tmp_path):
+    """Dropped onto the page (a drop event on the drop zone), a blank image is captioned with the note
+    beside it; a training image is captioned without one."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    blank = blank_png(tmp_path / "blank.png")
+    train = json.loads((trained_repo / "data/split.json").read_text())["train"][0]
+    with background_server(create_app(Captioner(trained_repo / "models"), batching=Batching(max_batch=2))) as url:
+        browser.get(url)
+        wait_for(lambda: "·" in browser.find_element(By.ID, "model").text, what="model information")
+        # A real drop: the file goes through a hidden input into a DataTransfer dispatched on the drop zone.
+        browser.execute_script(
+            "const i = document.createElement('input'); i.type = 'file'; i.id = 'dropped'; i.hidden = true;"
+            "i.onchange = () => { const t = new DataTransfer(); t.items.add(i.files[0]);"
+            "  document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: t, bubbles: true})); };"
+            "document.body.append(i);")
+        browser.find_element(By.ID, "dropped").send_keys(str(blank))
+        caption = browser.find_element(By.ID, "caption")
+        wait_for(lambda: caption.get_attribute("data-state") == "done", what="a caption")
+        note = browser.find_element(By.ID, "unsure")
+        assert note.is_displayed() and "this image looks unlike the photos this model learned from" in note.text
+        browser.save_screenshot(str(tmp_path / "unsure.png"))
+        shown = upload_and_read(browser, url, trained_repo / "data/raw/images" / train)  # a training image
+        assert shown and not browser.find_element(By.ID, "unsure").is_displayed()
+    assert (tmp_path / "unsure.png").stat().st_size > 10_000
 
 
 def test_page_draws_each_words_attention(browser, attention_repo, sample_images, tmp_path):

@@ -3,6 +3,8 @@
 One Captioner is loaded at start-up and shared; its decoder is compiled for every batch shape
 before the first request (`warm_up`). Requests go through `limits` (body size, pixels, queue, time)
 and `batching` (one model call for requests arriving together); every error is one JSON line.
+Each answer carries the image's novelty, the model's threshold, `unsure` and a reason when unsure
+(scored in the same batched call from the features the caption used; null without novelty files).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
         beam = beam_size or captioner.beam_size
         result = await batcher.caption(image, beam, attention, limits.timeout_s)
         answer: dict[str, Any] = {"caption": result.text, "words": result.words, "beam_size": beam,
-                                  "length_penalty": captioner.length_penalty, "attention": None}
+                                  "length_penalty": captioner.length_penalty, **result.novelty, "attention": None}
         if attention and result.attention is not None:  # a batch-mate may have asked for it, not this one
             regions = result.attention.shape[-1]
             side = int(round(regions ** 0.5))

@@ -2,7 +2,8 @@
 
 A worker takes the first waiting image, waits up to `window_ms` for more (at most `max_batch`), and
 runs one call for all of them in a thread, so 16 parallel clients cost about one batched call, not
-16 sequential ones (the model's cost is mostly per call, not per image).
+16 sequential ones (the model's cost is mostly per call, not per image). Each Caption comes back
+with its image's novelty, scored in the same call from the same features.
 """
 
 from __future__ import annotations

@@ -23,6 +23,15 @@ async function loadHealth() {
   }
 }
 
+// The caption stays, with a note saying the model does not know images like this one.
+function showUnsure(answer) {
+  const unsure = Boolean(answer && answer.unsure);
+  $("unsure").textContent = unsure
+    ? `Unsure: ${answer.reason}. The caption may be invented (novelty ${answer.novelty} > ${answer.threshold}).`
+    : "";
+  $("unsure").hidden = !unsure;
+}
+
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = !message;
@@ -34,6 +43,7 @@ async function caption() {
   $("caption").dataset.state = "working";
   $("caption").textContent = "Captioning…";
   $("meta").textContent = "";
+  showUnsure(null);
   $("attention").hidden = true;
   const form = new FormData();
   form.append("image", current, current.name);
@@ -46,6 +56,7 @@ async function caption() {
     $("caption").textContent = answer.caption || "(empty caption)";
     $("caption").dataset.state = "done";
     $("meta").textContent = `beam ${answer.beam_size} · ${answer.ms} ms`;
+    showUnsure(answer);
     if (answer.attention) drawAttention(answer.words, answer.attention);
   } catch (e) {
     $("caption").dataset.state = "empty";
