@@ -4,11 +4,13 @@ The test split and the held-out scenes both go through `score_images`: decoded w
 the model is served with, scored by caption metrics, by the dataset's scene truth when it has one
 (`Dataset.score_truth`) and for repeated words, each caption kept beside its references. The dev
 split, which chose the settings and the early stop, gets the test split's caption metrics; blank
-images (sanity.py) show whether the model babbles on inputs no dataset has.
+images (sanity.py) show whether the model babbles on inputs no dataset has, and the drawn
+non-photos of ood.py how often its novelty score (novelty.py) says it does not know them.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,8 +19,11 @@ import numpy as np
 from captioning.attention_maps import attention_for, is_attention_model
 from captioning.decoding import decode
 from captioning.feature_store import FeatureStore
+from captioning.features import extract, load_encoder
 from captioning.io import read_captions, read_json
 from captioning.metrics import bleu, caption_scores, repeated_word_share
+from captioning.novelty import Novelty
+from captioning.ood import make_ood_set
 from captioning.sanity import blank_image_features
 from captioning.text import UNK, Vocabulary, references
 
@@ -95,3 +100,19 @@ def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_tr
     scores.update(test_images=len(test), beam_size=beam_size, length_penalty=length_penalty)
     blank_captions = {name: " ".join(words) for name, words in zip(blank_names, blank)}
     return scores, samples[:num_samples], holdout_samples, blank_captions
+
+
+def ood_flag_rates(model_dir: Path, novelty: Novelty, *, per_kind: int, seed: int,
+                   own_kinds: tuple[str, ...] = ()) -> dict[str, float]:
+    """The share of each kind of drawn out-of-distribution image (ood.py) that the model flags
+    unsure, encoded by its saved encoder as the CLI would; `ood_flagged` is the share over every
+    kind but the dataset's own world (`own_kinds`), which must not be flagged."""
+    spec, encoder = load_encoder(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = make_ood_set(Path(tmp) / "ood", per_kind, seed)
+        paths = [path for kind_paths in sets.values() for path in kind_paths]
+        result = extract(encoder, paths, spec.image_size, progress=False, backbone=spec.backbone)
+    unsure = dict(zip(result.names, novelty.score(result.features) > novelty.threshold))
+    rates = {kind: float(np.mean([unsure[p.name] for p in kind_paths])) for kind, kind_paths in sets.items()}
+    others = [rate for kind, rate in rates.items() if kind not in own_kinds]
+    return {"ood_flagged": float(np.mean(others)), **{f"ood_flagged_{kind}": rate for kind, rate in rates.items()}}

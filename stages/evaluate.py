@@ -1,8 +1,9 @@
-"""Stage 7: caption the test images (and held-out scenes, blank images) and score them (BLEU, METEOR, CIDEr, ...)."""
+"""Stage 7: caption the test images (and held-out scenes, blank images) and score them (BLEU, METEOR, CIDEr, ...);
+how often drawn non-photos are flagged unsure."""
 
 from pathlib import Path
 
-from captioning import datasets, evaluation, reports, tracking
+from captioning import datasets, evaluation, novelty, reports, tracking
 from captioning.attention_maps import write_attention_maps
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json, write_json
@@ -17,10 +18,14 @@ def main() -> None:
     cfg = params["evaluate"]
     vocab = Vocabulary.from_json(read_json("models/vocab.json"))
     model = load_model("models/model.keras")
-    score_truth = datasets.get(params["data"]["dataset"]).score_truth  # None: the dataset has no scenes.json
+    dataset = datasets.get(params["data"]["dataset"])
     scores, samples, holdout_samples, blank = evaluation.evaluate(
-        model, vocab, Path("data"), Path("models"), score_truth, num_samples=cfg["num_samples"],
+        model, vocab, Path("data"), Path("models"), dataset.score_truth, num_samples=cfg["num_samples"],
         beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"], batch_size=cfg["batch_size"])
+    flag = novelty.load("models")  # the novelty stage's; a model without one has no flag to score
+    if flag is not None:
+        scores.update({k: round(v, 4) for k, v in evaluation.ood_flag_rates(
+            Path("models"), flag, per_kind=cfg["ood_per_kind"], seed=cfg["ood_seed"], own_kinds=dataset.own_ood_kinds).items()})
     served = {k: cfg[k] for k in ("beam_size", "length_penalty")}
     write_json("metrics/eval.json", scores)
     write_json("models/decoding.json", served)  # how the model captions

@@ -24,3 +24,7 @@ class Dataset:
     prepare_holdout: Callable[..., dict] | None = None
     # (**section) -> the URL the images came from (recorded with each training run), or None.
     source_url: Callable[..., str | None] = lambda **_section: None
+    # Kinds of captioning/ood.py's drawn images that are this dataset's own world, so not out of
+    # distribution for its models (the generated scenes for shapes); the evaluate stage leaves them
+    # out of the non-photo flag rate.
+    own_ood_kinds: tuple[str, ...] = ()

@@ -113,4 +113,5 @@ def prepare_holdout(out_dir: Path, seed: int, *, holdout: Iterable[Iterable[str]
     return generate_holdout(out_dir, holdout_images, seed, holdout, min_size=min_size, max_size=max_size)
 
 
-DATASET = Dataset(name="shapes", prepare=prepare, score_truth=score_truth, prepare_holdout=prepare_holdout)
+DATASET = Dataset(name="shapes", prepare=prepare, score_truth=score_truth, prepare_holdout=prepare_holdout,
+                  own_ood_kinds=("shapes_scene",))
