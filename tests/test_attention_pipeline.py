@@ -1,4 +1,4 @@
-"""End to end: tiny `dvc repro` with soft_attention on conv3 grid features (4x4 regions at 64 px)."""
+"""End to end: tiny `dvc repro` with soft_attention on the packaged MobileNetV2's block_13 grid (4x4 regions at 64 px)."""
 
 import json
 import os
@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from conftest import ATTENTION
 
+from captioning import ood
+
 pytestmark = pytest.mark.slow
 
 # The attention_repo fixture (conftest, shared with the web service tests) runs these params.
@@ -18,6 +20,14 @@ HELD_OUT = {tuple(pair) for pair in ATTENTION["data.shapes.holdout"]}
 def test_grid_features_are_float16_regions(attention_repo):
     feats = np.load(attention_repo / "data/features/features.npy")
     assert feats.dtype == np.float16 and feats.shape[1:] == (16, 288)  # MobileNetV2 0.5 block_13: 64 px / 16 = 4x4, 288 channels
+
+
+def test_evaluate_scores_the_novelty_flag_on_drawn_non_photos(attention_repo):
+    """The ImageNet twin flags the blank and noise images it never saw, and reports every kind."""
+    scores = json.loads((attention_repo / "metrics/eval.json").read_text())
+    kinds = {k.removeprefix("ood_flagged_") for k in scores if k.startswith("ood_flagged_")}
+    assert kinds == set(ood.KINDS) and 0.0 <= scores["ood_flagged"] <= 1.0
+    assert scores["ood_flagged_blank"] == 1.0 and scores["ood_flagged_uniform_noise"] == 1.0
 
 
 def test_repro_scores_and_draws_attention(attention_repo):
