@@ -2,10 +2,10 @@
 
 Fits each scorer of captioning/novelty.py (Mahalanobis; knn at several k) on a trained checkout's
 training features, sets the threshold on its dev split (99th percentile), and scores the dev and
-test splits' stored features against non-photos drawn here, with no download: blank pages in
-several colours, noise, text pages, line drawings, bar charts, UI-like boxes; and, for a model not
-trained on them, the shared Flickr8k sample photos (a shapes model) or generated shapes scenes (a
-photo model). Each image is encoded by the checkout's own saved encoder, as the CLI encodes it.
+test splits' stored features against the out-of-distribution set of captioning/ood.py (blank and
+single-colour images, noise, text pages, charts, screenshots, line drawings, and the generated
+scenes unless they are the model's own world) and, for a shapes model, the Flickr8k sample photos.
+Each image is encoded by the checkout's own saved encoder, as the CLI encodes it.
 
 Needs only the features stage's outputs (data/features, models/encoder.*) and data/split.json.
 Prints per scorer: AUROC of dev vs the non-photos (all, and per kind), the share of test images and
@@ -19,54 +19,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from benchmarks.workspace import NO_SHARED, NOT_TRAINED, ROOT, SAMPLES, require
-from captioning import novelty
+from captioning import datasets, novelty, ood
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json
 
 SIZE = 320  # drawn at a photo-like size; the encoder's loader resizes as for any upload
-WORDS = ("the quick brown fox jumps over a lazy dog results table figure section model data value "
-         "training images captions report page number total").split()
-
-
-def drawn(kind: str, rng: np.random.Generator) -> Image.Image:
-    """One non-photo of `kind`, varied by `rng`."""
-    w, h = int(rng.integers(240, 480)), int(rng.integers(240, 480))
-    if kind == "blank":
-        colour = tuple(int(c) for c in rng.choice([0, 128, 255], size=3)) if rng.random() < 0.5 else (255,) * 3
-        return Image.new("RGB", (w, h), colour)
-    if kind == "noise":
-        if rng.random() < 0.5:
-            return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-        return Image.fromarray(np.clip(128 + 60 * rng.standard_normal((h, w, 3)), 0, 255).astype(np.uint8))
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    if kind == "text":
-        font = ImageFont.load_default(size=int(rng.integers(10, 18)))
-        for y in range(10, h - 15, int(rng.integers(14, 22))):
-            draw.text((10, y), " ".join(rng.choice(WORDS, size=int(rng.integers(4, 10)))), fill="black", font=font)
-    elif kind == "lines":
-        for _ in range(int(rng.integers(5, 30))):
-            draw.line([tuple(rng.integers(0, (w, h))) for _ in range(2)], fill="black", width=int(rng.integers(1, 4)))
-    elif kind == "chart":
-        bars = int(rng.integers(3, 12))
-        draw.line([(30, 10), (30, h - 30), (w - 10, h - 30)], fill="black", width=2)
-        for i in range(bars):
-            x0 = 40 + i * (w - 60) // bars
-            top = int(rng.integers(20, h - 40))
-            draw.rectangle([x0, top, x0 + (w - 60) // bars - 6, h - 31], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-    elif kind == "ui":
-        draw.rectangle([0, 0, w, 40], fill=(47, 111, 237))
-        for i in range(int(rng.integers(3, 8))):
-            y = 50 + i * 45
-            draw.rounded_rectangle([15, y, w - 15, y + 35], radius=8, outline=(208, 213, 221), width=2)
-            draw.text((25, y + 10), " ".join(rng.choice(WORDS, size=3)), fill=(29, 35, 48))
-    return img
-
-
-KINDS = ("blank", "noise", "text", "lines", "chart", "ui")
 
 
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -127,25 +87,20 @@ def main() -> None:
     index = {n: i for i, n in enumerate(store.names)}
     rows = {part: novelty.StoreRows(store, np.array([index[n] for n in split[part]])) for part in ("train", "val", "test")}
 
-    rng = np.random.default_rng(0)
-    outside = {kind: encode_images([drawn(kind, rng) for _ in range(args.per_kind)]) for kind in KINDS}
+    own = datasets.get(dataset).own_ood_kinds  # the scenes, for a shapes model: not outsiders
+    kinds = [kind for kind in ood.KINDS if kind not in own]
+    outside = {kind: encode_images([ood.draw_image(kind, i, 0, SIZE) for i in range(args.per_kind)]) for kind in kinds}
     if dataset == "shapes":
         photos = sorted(require(args.samples, NO_SHARED).glob("*.jpg"))
         outside["photos"] = encode_images([Image.open(p).convert("RGB") for p in photos])
-    else:
-        from captioning.datasets.shapes.render import render_scene
-        from captioning.datasets.shapes.scenes import make_scene
-
-        scenes = [render_scene(make_scene(np.random.default_rng(i))) for i in range(args.per_kind)]
-        outside["shapes"] = encode_images(scenes)
-    non_photos = np.concatenate([outside[k] for k in KINDS])
+    non_photos = np.concatenate([outside[k] for k in kinds])
     print(f"{args.project}: {dataset}, train {len(rows['train'])}, dev {len(rows['val'])}, test {len(rows['test'])}, "
           f"features {store.row_shape}; non-photos {len(non_photos)} ({args.per_kind} per kind)")
 
     # "raw": Mahalanobis on pooled features without the L2 normalisation (knn is cosine either way).
     scorers = [] if args.no_mahalanobis else [("mahalanobis", 0), ("mahalanobis raw", 0)]
     scorers += [(f"knn {m}", k) for m in args.references for k in args.ks]
-    kinds = [*KINDS, *(k for k in outside if k not in KINDS)]
+    kinds = list(outside)
     print(f"{'scorer':<18} {'AUROC':>6} {'test fl.':>8} " + " ".join(f"{k:>11}" for k in kinds) + f" {'us/img':>7}")
     normalise = novelty.l2_normalise
     for name, k in scorers:
