@@ -19,7 +19,7 @@ import numpy as np
 from captioning.attention_maps import attention_for, is_attention_model
 from captioning.decoding import decode
 from captioning.feature_store import FeatureStore
-from captioning.features import extract, load_encoder
+from captioning.features import extract_saved
 from captioning.io import read_captions, read_json
 from captioning.metrics import bleu, caption_scores, repeated_word_share
 from captioning.novelty import Novelty
@@ -107,11 +107,9 @@ def ood_flag_rates(model_dir: Path, novelty: Novelty, *, per_kind: int, seed: in
     """The share of each kind of drawn out-of-distribution image (ood.py) that the model flags
     unsure, encoded by its saved encoder as the CLI would; `ood_flagged` is the share over every
     kind but the dataset's own world (`own_kinds`), which must not be flagged."""
-    spec, encoder = load_encoder(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         sets = make_ood_set(Path(tmp) / "ood", per_kind, seed)
-        paths = [path for kind_paths in sets.values() for path in kind_paths]
-        result = extract(encoder, paths, spec.image_size, progress=False, backbone=spec.backbone)
+        result = extract_saved(model_dir, [path for kind_paths in sets.values() for path in kind_paths])
     unsure = dict(zip(result.names, novelty.score(result.features) > novelty.threshold))
     rates = {kind: float(np.mean([unsure[p.name] for p in kind_paths])) for kind, kind_paths in sets.items()}
     others = [rate for kind, rate in rates.items() if kind not in own_kinds]

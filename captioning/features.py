@@ -311,3 +311,10 @@ def extract(encoder, paths: Sequence[Path], size: int, batch_size: int = 32,
     batches = list(encode(encoder, paths, size, batch_size, skipped, backbone=backbone, progress=progress))
     return ExtractionResult([name for names, _ in batches for name in names],
                             np.concatenate([feats for _, feats in batches] + [empty_rows(encoder)]), skipped)
+
+
+def extract_saved(model_dir: str | Path, paths: Sequence[Path], batch_size: int = 32) -> ExtractionResult:
+    """`extract` with the encoder saved in model_dir (its spec's size and preprocessing): images the
+    pipeline never stored (blank pages, drawn non-photos) encoded as the CLI would encode them."""
+    spec, encoder = load_encoder(model_dir)
+    return extract(encoder, paths, spec.image_size, batch_size, progress=False, backbone=spec.backbone)

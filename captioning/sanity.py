@@ -23,11 +23,10 @@ BLANK_IMAGES = {  # name -> (size, RGB)
 
 def blank_image_features(model_dir: str | Path, batch_size: int = 32) -> tuple[list[str], np.ndarray]:
     """Names and features of the BLANK_IMAGES, encoded by the encoder saved in model_dir."""
-    spec, encoder = features.load_encoder(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for name, (size, rgb) in BLANK_IMAGES.items():
             Image.new("RGB", (size, size), rgb).save(Path(tmp) / name)
             paths.append(Path(tmp) / name)
-        result = features.extract(encoder, paths, spec.image_size, batch_size, progress=False, backbone=spec.backbone)
+        result = features.extract_saved(model_dir, paths, batch_size)
     return result.names, result.features

@@ -22,10 +22,11 @@ def main() -> None:
     scores, samples, holdout_samples, blank = evaluation.evaluate(
         model, vocab, Path("data"), Path("models"), dataset.score_truth, num_samples=cfg["num_samples"],
         beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"], batch_size=cfg["batch_size"])
-    flag = novelty.load("models")  # the novelty stage's; a model without one has no flag to score
-    if flag is not None:
+    novelty_model = novelty.load("models")  # the novelty stage's; a model without one has no flag to score
+    if novelty_model is not None:
         scores.update({k: round(v, 4) for k, v in evaluation.ood_flag_rates(
-            Path("models"), flag, per_kind=cfg["ood_per_kind"], seed=cfg["ood_seed"], own_kinds=dataset.own_ood_kinds).items()})
+            Path("models"), novelty_model, per_kind=cfg["ood_per_kind"], seed=cfg["ood_seed"],
+            own_kinds=dataset.own_ood_kinds).items()})
     served = {k: cfg[k] for k in ("beam_size", "length_penalty")}
     write_json("metrics/eval.json", scores)
     write_json("models/decoding.json", served)  # how the model captions

@@ -370,9 +370,5 @@ def prepare(out_dir: Path, cache_dir: Path, seed: int, *, images_dir: str | None
     return import_folder(images_dir, captions, out_dir, progress)
 
 
-def source_url(**_section) -> str | None:
-    """A local folder has no URL; the run records data/raw's md5 instead."""
-    return None
-
-
-DATASET = Dataset(name="folder", prepare=prepare, source_url=source_url)
+# No source_url: a local folder has no URL (Dataset's default); the run records data/raw's md5 instead.
+DATASET = Dataset(name="folder", prepare=prepare)
