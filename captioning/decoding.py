@@ -20,6 +20,13 @@ Beam search, in the usual (fairseq-style) form:
     end token returns its best unfinished beam instead of nothing.
 At beam size 1 this is exactly greedy decoding.
 
+`decode_scored` also gives each caption's mean log-probability per token (its words and the end
+token; an unfinished caption, its words), at no extra model pass: greedy decoding sums the log of
+each chosen word's probability as it goes (inside the compiled graph for incremental models), beam
+search keeps each beam's raw sum anyway. It is the model's raw probability of the caption, before
+the repeat ban, the same number a teacher-forced pass over the caption gives (tests/test_decoding.py),
+and what captioning/confidence.py turns into a confidence.
+
 What a person reads is clean, whatever the model prefers: a caption never holds <unk> (a word too
 rare to have been learnt), padding or a start token, and with `no_repeat` (the default) it never
 repeats itself. A word may not follow itself or the word before it ("a white and white dog"), and a
@@ -31,6 +38,7 @@ beam search take the best caption that obeys the rules, not a cut-down bad one.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -42,18 +50,33 @@ from captioning.text import END, PAD, START, UNK, Vocabulary
 # Words a caption may repeat: articles, prepositions, conjunctions, auxiliaries.
 FUNCTION_WORDS = frozenset("a an the in on of and with at to is are its his her their from by for into near "
                            "up down over under while as".split())
+MIN_PROB = 1e-12  # a log-probability's floor: a chosen word of probability 0 (all banned) stays finite
 
 
 def decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 1, length_penalty: float = 0.0,
            batch_size: int = 256, no_repeat: bool = True) -> list[list[str]]:
     """Captions (words, without start/end tokens) by greedy decoding at beam size 1, else beam search."""
+    _check_settings(beam_size, length_penalty)
+    if beam_size == 1:
+        return greedy_decode(model, features, vocab, batch_size, no_repeat)
+    return beam_decode(model, features, vocab, beam_size, length_penalty, batch_size, no_repeat)
+
+
+def decode_scored(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 1, length_penalty: float = 0.0,
+                  batch_size: int = 256, no_repeat: bool = True) -> list[tuple[list[str], float]]:
+    """`decode`'s captions, each with its mean log-probability per token (module doc)."""
+    _check_settings(beam_size, length_penalty)
+    if beam_size == 1:
+        return greedy_scored(model, features, vocab, batch_size, no_repeat)
+    return [(ranked[0].words, ranked[0].mean_logprob)
+            for ranked in beam_search(model, features, vocab, beam_size, length_penalty, batch_size, no_repeat)]
+
+
+def _check_settings(beam_size: int, length_penalty: float) -> None:
     if beam_size < 1:
         raise ValueError(f"evaluate.beam_size must be >= 1, got {beam_size}")
     if length_penalty < 0:
         raise ValueError(f"evaluate.length_penalty must be >= 0, got {length_penalty}")
-    if beam_size == 1:
-        return greedy_decode(model, features, vocab, batch_size, no_repeat)
-    return beam_decode(model, features, vocab, beam_size, length_penalty, batch_size, no_repeat)
 
 
 def never_words(vocab: Vocabulary) -> tuple[int, ...]:
@@ -100,39 +123,70 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
     whole model), where shrinking to the unfinished captions compiled up to nine shapes
     for a saving of milliseconds per step.
     """
+    prefixes, _ = _greedy(model, features, vocab, batch_size, no_repeat)
+    end = vocab.index[END]
+    return [_words(row, vocab, end) for row in prefixes]
+
+
+def greedy_scored(model, features: np.ndarray, vocab: Vocabulary, batch_size: int = 256,
+                  no_repeat: bool = True) -> list[tuple[list[str], float]]:
+    """`greedy_decode`'s captions, each with its mean log-probability per token (module doc)."""
+    prefixes, logp = _greedy(model, features, vocab, batch_size, no_repeat)
+    end = vocab.index[END]
+    tokens = _token_counts(prefixes, end)
+    return [(_words(row, vocab, end), float(total / count)) for row, total, count in zip(prefixes, logp, tokens)]
+
+
+def _greedy(model, features: np.ndarray, vocab: Vocabulary, batch_size: int,
+            no_repeat: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(n, max_length) tokens (start token, words, end token, zeros) and (n,) the sum of the log of
+    each chosen token's probability, end token included."""
     index = vocab.index
     start, end = index[START], index[END]
     n, length = len(features), vocab.max_length
     never, function = never_words(vocab), function_words(vocab) if no_repeat else None
     prefixes = np.zeros((n, length), dtype=np.int32)
     prefixes[:, 0] = start
+    logp = np.zeros(n)
     if _incremental(model):
         for first in range(0, n, batch_size):
-            _greedy_steps(model, features[first:first + batch_size], prefixes[first:first + batch_size], end,
-                          never, function)
-        return [_words(row, vocab, end) for row in prefixes]
+            part = slice(first, first + batch_size)
+            logp[part] = _greedy_steps(model, features[part], prefixes[part], end, never, function)
+        return prefixes, logp
     done = np.zeros(n, dtype=bool)
+    rows = np.arange(n)
     for step in range(1, length):
         if done.all():
             break
         probs = next_word_probs(model, features, prefixes, step, batch_size)
         probs[banned_next(prefixes, step, probs.shape[1], never, function)] = 0.0
-        words = np.where(done, 0, probs.argmax(axis=1))  # finished captions stay padded
+        chosen = probs.argmax(axis=1)
+        # The chosen word is never banned, so its probability is the model's own.
+        logp += np.where(done, 0.0, np.log(np.maximum(probs[rows, chosen].astype(np.float64), MIN_PROB)))
+        words = np.where(done, 0, chosen)  # finished captions stay padded
         prefixes[:, step] = words
         done |= words == end
-    return [_words(row, vocab, end) for row in prefixes]
+    return prefixes, logp
+
+
+def _token_counts(prefixes: np.ndarray, end: int) -> np.ndarray:
+    """Tokens each caption's probability covers: its words and the end token, or max_length - 1
+    words when it never ended."""
+    ended = prefixes[:, 1:] == end
+    return np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, prefixes.shape[1] - 1)
 
 
 def _greedy_steps(model, features: np.ndarray, prefixes: np.ndarray, end: int, never: tuple[int, ...],
-                  function: tuple[int, ...] | None) -> None:
+                  function: tuple[int, ...] | None) -> np.ndarray:
     """Greedy decoding of one batch as one XLA graph (every decoder step of a caption, the argmax
-    in between): fills `prefixes` (start token in column 0) in place. The batch is padded to a
-    power of two, as in `_forward`."""
+    in between): fills `prefixes` (start token in column 0) in place and returns each caption's
+    summed log-probability. The batch is padded to a power of two, as in `_forward`."""
     n = len(features)
     size = 1 << (n - 1).bit_length()
     decode_batch = _compiled_greedy(model, size, prefixes.shape[1], int(prefixes[0, 0]), end, never, function)
-    words = decode_batch(np.concatenate([features, np.repeat(features[:1], size - n, axis=0)]))
+    words, logp = decode_batch(np.concatenate([features, np.repeat(features[:1], size - n, axis=0)]))
     prefixes[:, 1:] = np.asarray(words)[:n]
+    return np.asarray(logp, dtype=np.float64)[:n]
 
 
 def _incremental(model) -> bool:
@@ -142,8 +196,9 @@ def _incremental(model) -> bool:
 @functools.lru_cache(maxsize=64)
 def _compiled_greedy(model: keras.Model, batch: int, length: int, start: int, end: int, never: tuple[int, ...],
                      function: tuple[int, ...] | None):
-    """features (batch, ...) -> the next length - 1 tokens of each caption, greedily, as one XLA
-    graph per batch size: a Python loop around a compiled step paid a call's overhead per word."""
+    """features (batch, ...) -> the next length - 1 tokens of each caption, greedily, and their summed
+    log-probability, as one XLA graph per batch size: a Python loop around a compiled step paid a
+    call's overhead per word."""
     return tf.function(functools.partial(_greedy_graph, models.of(model).incremental(model), length, start, end,
                                          never, function), jit_compile=True, autograph=False)
 
@@ -172,32 +227,52 @@ def _banned_in_graph(words: list, vocab_size: int, never: tuple[int, ...], funct
 
 def _greedy_graph(incremental, length: int, start: int, end: int, never: tuple[int, ...],
                   function: tuple[int, ...] | None, features):
+    """(batch, length - 1) tokens and (batch,) the sum of the log of each chosen token's probability
+    (end token included, nothing once finished)."""
     begin, step = incremental
     state = begin(features)
     token = tf.fill([tf.shape(features)[0]], start)
     done = tf.zeros_like(token, dtype=tf.bool)
+    logp = tf.zeros(tf.shape(token), tf.float32)
     words = []
     for _ in range(1, length):
         probs, state = step(state, token)
-        probs = probs * _banned_in_graph(words, probs.shape[-1], never, function)
-        token = tf.where(done, 0, tf.argmax(probs, axis=1, output_type=tf.int32))  # finished stay padded
+        chosen = tf.argmax(probs * _banned_in_graph(words, probs.shape[-1], never, function), axis=1,
+                           output_type=tf.int32)
+        # The chosen word is never banned, so its probability is the model's own.
+        p = tf.cast(tf.gather(probs, chosen, axis=1, batch_dims=1), tf.float32)
+        logp += tf.where(done, 0.0, tf.math.log(tf.maximum(p, MIN_PROB)))
+        token = tf.where(done, 0, chosen)  # finished stay padded
         done = done | tf.equal(token, end)
         words.append(token)
-    return tf.stack(words, axis=1)
+    return tf.stack(words, axis=1), logp
 
 
 def beam_decode(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 3, length_penalty: float = 0.0,
                 batch_size: int = 256, no_repeat: bool = True) -> list[list[str]]:
     """The caption with the best length-normalised log-probability found by beam search (see module doc)."""
-    return [ranked[0][1] for ranked in beam_candidates(model, features, vocab, beam_size, length_penalty,
-                                                       batch_size, no_repeat)]
+    return [ranked[0].words for ranked in beam_search(model, features, vocab, beam_size, length_penalty,
+                                                      batch_size, no_repeat)]
 
 
 def beam_candidates(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 3, length_penalty: float = 0.0,
                     batch_size: int = 256, no_repeat: bool = True) -> list[list[tuple[float, list[str]]]]:
-    """Per image, beam search's finished captions as (normalised score, words), best first; an image
-    whose beams never ended gets its best unfinished beam (normalised at max_length) alone. Beam
-    search stops once no live beam can win, so an image may have fewer than beam_size captions."""
+    """Per image, beam search's captions as (normalised score, words), best first (`beam_search`)."""
+    return [[(c.score, c.words) for c in ranked]
+            for ranked in beam_search(model, features, vocab, beam_size, length_penalty, batch_size, no_repeat)]
+
+
+class Candidate(NamedTuple):
+    score: float  # sum of log-probabilities / tokens ** length_penalty: what beam search ranks by
+    words: list[str]
+    mean_logprob: float  # sum of log-probabilities / tokens (words + end token)
+
+
+def beam_search(model, features: np.ndarray, vocab: Vocabulary, beam_size: int = 3, length_penalty: float = 0.0,
+                batch_size: int = 256, no_repeat: bool = True) -> list[list[Candidate]]:
+    """Per image, beam search's finished captions, best first; an image whose beams never ended gets
+    its best unfinished beam (normalised at max_length) alone. Beam search stops once no live beam
+    can win, so an image may have fewer than beam_size captions."""
     index = vocab.index
     start, end = index[START], index[END]
     n, length, k = len(features), vocab.max_length, beam_size
@@ -206,7 +281,7 @@ def beam_candidates(model, features: np.ndarray, vocab: Vocabulary, beam_size: i
     seqs[:, :, 0] = start
     scores = np.full((n, k), -np.inf)  # sum of log-probabilities of each live beam
     scores[:, 0] = 0.0  # one real beam to start with, so the first step doesn't pick k copies
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]  # (normalised score, word ids)
+    finished: list[list[tuple[float, float, int, list[int]]]] = [[] for _ in range(n)]  # (normalised, sum, tokens, ids)
     active = np.ones(n, dtype=bool)
 
     def normalised(score: float, tokens: int) -> float:
@@ -235,7 +310,8 @@ def beam_candidates(model, features: np.ndarray, vocab: Vocabulary, beam_size: i
                 beam, word = divmod(int(flat), vocab_size)
                 if word == end:
                     if rank < k:  # only an end among the k best counts, as if the beam were k wide
-                        finished[image].append((normalised(score, step), seqs[image, beam, 1:step].tolist()))
+                        finished[image].append((normalised(score, step), score, step,
+                                                seqs[image, beam, 1:step].tolist()))
                 elif len(live_seqs) < k:
                     live_seqs.append(np.concatenate([seqs[image, beam, :step], [word], seqs[image, beam, step + 1:]]))
                     live_scores.append(score)
@@ -254,8 +330,10 @@ def beam_candidates(model, features: np.ndarray, vocab: Vocabulary, beam_size: i
             ranked = sorted(finished[image], key=lambda f: -f[0])
         else:  # no beam reached the end token within max_length: the best unfinished one
             beam = int(scores[image].argmax())
-            ranked = [(normalised(scores[image, beam], length - 1), seqs[image, beam, 1:].tolist())]
-        out.append([(float(score), _words(np.asarray([start, *ids]), vocab, end)) for score, ids in ranked])
+            total = scores[image, beam]
+            ranked = [(normalised(total, length - 1), total, length - 1, seqs[image, beam, 1:].tolist())]
+        out.append([Candidate(float(score), _words(np.asarray([start, *ids]), vocab, end), float(total / tokens))
+                    for score, total, tokens, ids in ranked])
     return out
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from conftest import model_settings
 
-from captioning.decoding import beam_candidates, beam_decode, decode, greedy_decode, next_word_probs
+from captioning.decoding import beam_candidates, beam_decode, decode, decode_scored, greedy_decode, next_word_probs
 from captioning.models import merge_bilstm, soft_attention
 from captioning.text import END, PAD, START, UNK, Vocabulary
 
@@ -236,3 +236,77 @@ def test_soft_attention_decodes_one_word_at_a_time_with_the_whole_models_probabi
         np.testing.assert_allclose(np.asarray(probs), next_word_probs(model, x, prefixes, t), atol=1e-5)
     greedy = greedy_decode(model, x, vocab(), batch_size=2)  # batches of 2, 2 and 1: state per batch
     assert greedy == beam_decode(model, x, vocab(), beam_size=1)  # beam search runs the whole model
+
+
+# -----------------------------------------------------------------------------
+# decode_scored: the same captions, each with its mean log-probability per token.
+
+def test_scored_captions_carry_their_mean_log_probability_per_token():
+    # greedy "a": log 0.5 + log 0.4 over the word and the end token; beam "b": log 0.4 + log 0.9
+    assert decode_scored(TableModel(MYOPIC), feats(), vocab()) == [(["a"], pytest.approx(np.log(0.2) / 2))]
+    for alpha in (0.0, 0.7, 1.0):  # the mean is the raw sum per token, whatever beam search ranked by
+        assert decode_scored(TableModel(MYOPIC), feats(2), vocab(), beam_size=3, length_penalty=alpha) == \
+            [(["b"], pytest.approx(np.log(0.36) / 2))] * 2
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_an_unfinished_caption_is_scored_over_its_words_alone(beam_size):
+    never_ends = TableModel({}, fallback=("c", "c", "c", "a", "a"))  # c: 0.6, a: 0.4, end: 0
+    scored = decode_scored(never_ends, feats(2), vocab(5), beam_size=beam_size, length_penalty=0.7, no_repeat=False)
+    assert scored == [(["c"] * 4, pytest.approx(np.log(0.6)))] * 2
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_the_repeat_ban_changes_the_caption_not_the_probabilities_it_is_scored_by(beam_size):
+    """The ban zeroes other words before the choice; the chosen words keep the model's own probability."""
+    table = {(): {"a": 0.6, "b": 0.4}, ("a",): {"a": 0.7, "c": 0.2, END: 0.1}, ("a", "c"): {END: 1.0}}
+    scored = decode_scored(TableModel(table), feats(), vocab(), beam_size=beam_size)
+    assert scored == [(["a", "c"], pytest.approx((np.log(0.6) + np.log(0.2) + np.log(1.0)) / 3))]
+
+
+@pytest.mark.slow  # decodes real Keras models
+@pytest.mark.parametrize("build", [merge_bilstm.build, soft_attention.build])
+def test_scored_captions_are_decodes_own_at_every_beam_size(build):
+    keras.utils.set_random_seed(5)
+    shape = (3,) if build is merge_bilstm.build else (4, 12)
+    model = build(len(WORDS), 7, shape, **model_settings(units=8, embedding_dim=4))
+    x = np.random.default_rng(2).normal(size=(6, *shape)).astype("float32") * 3
+    for beam_size in (1, 2, 3):
+        scored = decode_scored(model, x, vocab(7), beam_size=beam_size, length_penalty=0.7, batch_size=4)
+        assert [words for words, _ in scored] == decode(model, x, vocab(7), beam_size, 0.7, batch_size=4)
+        assert all(np.isfinite(score) and score <= 0 for _, score in scored)
+
+
+def probe_mean_logprob(model, x: np.ndarray, words: Vocabulary, captions: list[list[str]]) -> np.ndarray:
+    """benchmarks/probes/caption_confidence.py's measurement: each caption fed through the whole model."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO))  # the benchmarks are run from the checkout, not installed
+    from benchmarks.probes.caption_confidence import mean_logprob
+
+    return mean_logprob(model, x, words, captions)
+
+
+@pytest.mark.slow  # trains the tiny models once per session
+@pytest.mark.parametrize("repo_fixture", ["trained_repo", "attention_repo"])
+def test_scores_equal_the_probes_teacher_forced_mean_log_probability(repo_fixture, request):
+    """merge_bilstm (greedy over the whole model) and soft_attention (greedy in one compiled graph),
+    and beam search for both: the decoder's sums are what a teacher-forced pass of the caption gives."""
+    import json
+
+    from captioning.feature_store import FeatureStore
+    from captioning.models import load_model
+
+    repo = request.getfixturevalue(repo_fixture)
+    model = load_model(repo / "models/model.keras")
+    words = Vocabulary.from_json(json.loads((repo / "models/vocab.json").read_text()))
+    store = FeatureStore.open(repo / "data/features")
+    x = store.load()[:16]
+    for beam_size in (1, 3):
+        scored = decode_scored(model, x, words, beam_size=beam_size, length_penalty=0.7)
+        captions = [caption for caption, _ in scored]
+        assert any(captions), "every caption empty: nothing but the end token was compared"
+        forced = probe_mean_logprob(model, x, words, captions)
+        np.testing.assert_allclose([score for _, score in scored], forced, atol=1e-5, rtol=0)
