@@ -63,6 +63,16 @@ def coco_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Seque
     return scores
 
 
+def cider_per_image(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]) -> list[float]:
+    """Each caption's own CIDEr-D against its image's references (the IDF from all of them, as in
+    `coco_scores`, so the scores average to the split's CIDEr-D)."""
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} reference lists for {len(hypotheses)} hypotheses")
+    gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
+    return [float(score) for score in Cider().compute_score(gts, res)[1]]
+
+
 def caption_scores(references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]) -> dict[str, float]:
     """What the literature reports for a split: BLEU-1..4, METEOR, ROUGE-L, CIDEr, and the human ceiling."""
     return {**bleu(references, hypotheses), **coco_scores(references, hypotheses), **human_bleu(references)}

@@ -5,7 +5,7 @@ from collections import defaultdict
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 
-from captioning.metrics import bleu, coco_scores, human_bleu, repeated_word_share
+from captioning.metrics import bleu, cider_per_image, coco_scores, human_bleu, repeated_word_share
 from captioning.text import normalise
 
 # nltk warns (rightly) when a short hand-made example has no 4-gram match; the values are asserted.
@@ -66,6 +66,22 @@ def test_coco_scores_rank_a_shuffled_pairing_far_lower(flickr8k_human, coco):
     gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
     res = {i: [" ".join(hypotheses[(i + 1) % len(hypotheses)])] for i in range(len(hypotheses))}
     assert Cider().compute_score(gts, res)[0] < coco["cider"] / 4
+
+
+def test_cider_per_image_averages_to_the_splits_cider(flickr8k_human):
+    """The confidence's calibration ranks captions by their own CIDEr-D: the same scorer, per image."""
+    from pycocoevalcap.cider.cider import Cider
+
+    references, hypotheses = flickr8k_human
+    per_image = cider_per_image(references, hypotheses)
+    gts = {i: [" ".join(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hypotheses)}
+    assert len(per_image) == len(hypotheses) and math.isclose(sum(per_image) / len(per_image),
+                                                              Cider().compute_score(gts, res)[0], rel_tol=1e-9)
+    own_words, unrelated = cider_per_image(references[:2], [references[0][0], ["zebra", "umbrella"]])
+    assert own_words > 1.0 and unrelated == 0.0
+    with pytest.raises(ValueError, match="reference lists"):
+        cider_per_image(references[:2], hypotheses[:1])
 
 
 def test_bleu_by_hand():
