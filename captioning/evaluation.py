@@ -3,9 +3,11 @@
 The test split and the held-out scenes both go through `score_images`: decoded with the settings
 the model is served with, scored by caption metrics, by the dataset's scene truth when it has one
 (`Dataset.score_truth`) and for repeated words, each caption kept beside its references. The dev
-split, which chose the settings and the early stop, gets the test split's caption metrics; blank
-images (sanity.py) show whether the model babbles on inputs no dataset has, and the drawn
-non-photos of ood.py how often its novelty score (novelty.py) says it does not know them.
+split, which chose the settings and the early stop, gets the test split's caption metrics and
+calibrates the caption confidence (confidence.py: does the captions' mean log-probability rank them
+by their own CIDEr-D?); blank images (sanity.py) show whether the model babbles on inputs no dataset
+has, and the drawn non-photos of ood.py how often its novelty score (novelty.py) says it does not
+know them.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from captioning import confidence
 from captioning.attention_maps import attention_for, is_attention_model
-from captioning.decoding import decode
+from captioning.decoding import decode, decode_scored
 from captioning.feature_store import FeatureStore
 from captioning.features import extract_saved
 from captioning.io import read_captions, read_json
-from captioning.metrics import bleu, caption_scores, repeated_word_share
+from captioning.metrics import bleu, caption_scores, cider_per_image, repeated_word_share
 from captioning.novelty import Novelty
 from captioning.ood import make_ood_set
 from captioning.sanity import blank_image_features
@@ -69,9 +72,11 @@ def score_holdout(model, vocab: Vocabulary, holdout_dir: Path, score_truth: Scor
 
 
 def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_truth: ScoreTruth, *, num_samples: int,
-             beam_size: int, length_penalty: float, batch_size: int) -> tuple[dict, list[dict], list[dict], dict]:
+             beam_size: int, length_penalty: float,
+             batch_size: int) -> tuple[dict, list[dict], list[dict], dict, confidence.Calibration]:
     """(metrics/eval.json, the first `num_samples` test samples, every held-out scene's sample, the
-    blank images' captions) of the model, from the pipeline's data_dir and the encoder in model_dir."""
+    blank images' captions, the confidence calibration on the dev split) of the model, from the
+    pipeline's data_dir and the encoder in model_dir."""
     decoding = {"beam_size": beam_size, "length_penalty": length_penalty, "batch_size": batch_size}
     store = FeatureStore.open(data_dir / "features")
     names, feats = store.names, store.memmap()  # only the test and dev rows are read
@@ -83,8 +88,11 @@ def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_tr
     tested, predicted, samples = score_images(model, vocab, test, feats[[rows[i] for i in test]], refs,
                                               caption_scores, score_truth, scenes, localise=True, **decoding)
     # The dev (validation) images chose the settings and the early stop; test scores stay unseen until here.
-    dev_predicted = decode(model, feats[[rows[i] for i in dev]], vocab, **decoding)
-    dev_scores = {f"dev_{k}": v for k, v in caption_scores([refs[i] for i in dev], dev_predicted).items()}
+    dev_refs = [refs[i] for i in dev]
+    dev_scored = decode_scored(model, feats[[rows[i] for i in dev]], vocab, **decoding)
+    dev_predicted = [words for words, _ in dev_scored]
+    dev_scores = {f"dev_{k}": v for k, v in caption_scores(dev_refs, dev_predicted).items()}
+    calibration = confidence.fit([score for _, score in dev_scored], cider_per_image(dev_refs, dev_predicted))
     holdout_scores, holdout_samples = score_holdout(model, vocab, data_dir / "holdout", score_truth, scenes,
                                                     **decoding)
     blank_names, blank_feats = blank_image_features(model_dir)
@@ -93,13 +101,13 @@ def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_tr
     # A metric can be in one split only (human_bleu needs an image with two captions).
     repeated = tested.pop("repeated_words")
     test_firsts = {k: tested.pop(k) for k in [k.removeprefix("dev_") for k in dev_scores] if k in tested}
-    scores = {**test_firsts, **dev_scores, **tested,
+    scores = {**test_firsts, **dev_scores, "dev_confidence_rho": calibration.rho, **tested,
               **holdout_scores, "repeated_words": repeated, "blank_repeated_words": repeated_word_share(blank),
               "unk_captions": sum(UNK in words for words in predicted) / len(predicted)}
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores.update(test_images=len(test), beam_size=beam_size, length_penalty=length_penalty)
     blank_captions = {name: " ".join(words) for name, words in zip(blank_names, blank)}
-    return scores, samples[:num_samples], holdout_samples, blank_captions
+    return scores, samples[:num_samples], holdout_samples, blank_captions, calibration
 
 
 def ood_flag_rates(model_dir: Path, novelty: Novelty, *, per_kind: int, seed: int,

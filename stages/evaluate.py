@@ -1,9 +1,9 @@
 """Stage 7: caption the test images (and held-out scenes, blank images) and score them (BLEU, METEOR, CIDEr, ...);
-how often drawn non-photos are flagged unsure."""
+how often drawn non-photos are flagged unsure; the caption confidence's calibration on the dev split."""
 
 from pathlib import Path
 
-from captioning import datasets, evaluation, novelty, reports, tracking
+from captioning import confidence, datasets, evaluation, novelty, reports, tracking
 from captioning.attention_maps import write_attention_maps
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json, write_json
@@ -19,7 +19,7 @@ def main() -> None:
     vocab = Vocabulary.from_json(read_json("models/vocab.json"))
     model = load_model("models/model.keras")
     dataset = datasets.get(params["data"]["dataset"])
-    scores, samples, holdout_samples, blank = evaluation.evaluate(
+    scores, samples, holdout_samples, blank, calibration = evaluation.evaluate(
         model, vocab, Path("data"), Path("models"), dataset.score_truth, num_samples=cfg["num_samples"],
         beam_size=cfg["beam_size"], length_penalty=cfg["length_penalty"], batch_size=cfg["batch_size"])
     novelty_model = novelty.load("models")  # the novelty stage's; a model without one has no flag to score
@@ -30,6 +30,7 @@ def main() -> None:
     served = {k: cfg[k] for k in ("beam_size", "length_penalty")}
     write_json("metrics/eval.json", scores)
     write_json("models/decoding.json", served)  # how the model captions
+    confidence.save("models", calibration)  # whether, and which word, beside each caption; logged with the model
     write_json("reports/samples.json", samples)
     write_json("reports/holdout_samples.json", holdout_samples)  # every held-out scene's caption
     test = read_json("data/split.json")["test"]
