@@ -13,6 +13,11 @@ greedily, and `decoding_source` says so.
 Every caption comes with the image's novelty (captioning/novelty.py, `<model dir>/novelty.npz` and
 `novelty.json`): scored from the features already computed for the caption, so it costs no second
 encoder pass. A model directory without those files says novelty None.
+
+Every caption may also come with a confidence word (captioning/confidence.py,
+`<model dir>/confidence.json`): the caption's mean log-probability, which decoding gives with the
+caption, placed among the dev split's. None when the model's calibration did not pass the bar, when
+the image is flagged unsure (or has no novelty model to say), and for models without the file.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from captioning import backbones, novelty
-from captioning.attention_maps import attention_figure, attention_for, caption_attention, is_attention_model
-from captioning.decoding import decode
+from captioning import backbones, confidence, novelty
+from captioning.attention_maps import attention_figure, attention_for, is_attention_model
+from captioning.decoding import decode_scored
 from captioning.features import MAX_PIXELS, _forward, as_regions, load_encoder, load_image
 from captioning.io import DataError, read_json
 from captioning.models import load_model
@@ -42,6 +47,7 @@ class Caption:
     words: list[str]
     attention: np.ndarray | None = None  # soft_attention models, on request: (words, regions)
     novelty: dict = field(default_factory=lambda: dict(novelty.UNKNOWN))  # novelty, threshold, unsure, reason
+    confidence: str | None = None  # "low" | "medium" | "high" (confidence.WORDS), or None: none to show
 
     @property
     def text(self) -> str:
@@ -99,6 +105,7 @@ class Captioner:
         self.model = load_model(model_dir / "model.keras")
         self.vocab = Vocabulary.from_json(read_json(model_dir / "vocab.json"))
         self.novelty = novelty.load(model_dir)  # None: a model saved before novelty existed
+        self.confidence = confidence.load(model_dir)  # None: a model saved before confidence.json existed
 
     @property
     def has_attention(self) -> bool:
@@ -121,7 +128,10 @@ class Captioner:
                 "decoding": {"beam_size": self.beam_size, "length_penalty": self.length_penalty,
                              "source": self.decoding_source},
                 "novelty": None if self.novelty is None else {"method": self.novelty.method,
-                                                              "threshold": self.novelty.threshold}}
+                                                              "threshold": self.novelty.threshold},
+                "confidence": None if self.confidence is None else {
+                    "score": confidence.SCORE, "rho": self.confidence.rho, "min_rho": confidence.MIN_RHO,
+                    "shown": self.confidence.shown, "split": self.confidence.split}}
         return {**info, "summary": summary(info)}
 
     def load(self, source: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
@@ -148,13 +158,21 @@ class Captioner:
         if len(images) == 0:
             return []
         feats = self.features(images)
-        words = decode(self.model, feats, self.vocab, beam_size or self.beam_size,
-                       self.length_penalty if length_penalty is None else length_penalty)
-        assessed = self.assess(feats)
+        length_penalty = self.length_penalty if length_penalty is None else length_penalty
+        words, assessed, words_shown = self.caption_features(feats, beam_size or self.beam_size, length_penalty)
         if not (attention and self.has_attention):
-            return [Caption(w, None, n) for w, n in zip(words, assessed)]
+            return [Caption(w, None, n, c) for w, n, c in zip(words, assessed, words_shown)]
         alphas = attention_for(self.model, feats, self.vocab, words)
-        return [Caption(w, a, n) for w, a, n in zip(words, alphas, assessed)]
+        return [Caption(w, a, n, c) for w, a, n, c in zip(words, alphas, assessed, words_shown)]
+
+    def caption_features(self, feats: np.ndarray, beam_size: int,
+                          length_penalty: float) -> tuple[list[list[str]], list[dict], list[str | None]]:
+        """Each image's caption words, novelty record and confidence word, from its encoder features:
+        one decoder pass (the caption and its score together) and the novelty of the same features."""
+        scored = decode_scored(self.model, feats, self.vocab, beam_size, length_penalty)
+        assessed = self.assess(feats)
+        words_shown = confidence.assess(self.confidence, [score for _, score in scored], assessed)
+        return [words for words, _ in scored], assessed, words_shown
 
     def encode(self, paths: list[str]) -> tuple[list[str], np.ndarray, dict[str, str]]:
         """Features of every readable image (paths kept, in order) and errors (path -> message)."""
@@ -174,13 +192,13 @@ class Captioner:
         return {path: record["caption"] for path, record in records.items()}, errors
 
     def caption_records(self, paths: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
-        """path -> {"caption", "novelty", "threshold", "unsure", "reason"} for the readable images,
-        and errors (path -> message) for the others."""
+        """path -> {"caption", "novelty", "threshold", "unsure", "reason", "confidence"} for the
+        readable images, and errors (path -> message) for the others."""
         ok, feats, errors = self.encode(paths)
         if not ok:
             return {}, errors
-        words = decode(self.model, feats, self.vocab, self.beam_size, self.length_penalty)
-        return {path: {"caption": " ".join(w), **n} for path, w, n in zip(ok, words, self.assess(feats))}, errors
+        described = self.caption_features(feats, self.beam_size, self.length_penalty)
+        return {path: record(w, n, c) for path, w, n, c in zip(ok, *described)}, errors
 
     def draw_attention(self, paths: list[str], out: Path) -> tuple[dict[str, dict], dict[str, str]]:
         """Greedy captions (records as `caption_records`) plus an attention figure per image: `out` for
@@ -190,8 +208,14 @@ class Captioner:
         ok, feats, errors = self.encode(paths)
         if not ok:
             return {}, errors
-        results = caption_attention(self.model, feats, self.vocab)
-        for i, (path, (words, alphas)) in enumerate(zip(ok, results)):
+        words, assessed, words_shown = self.caption_features(feats, 1, 0.0)
+        for i, (path, alphas) in enumerate(zip(ok, attention_for(self.model, feats, self.vocab, words))):
             target = out if len(ok) == 1 else out.with_name(f"{out.stem}_{i}{out.suffix}")
-            attention_figure(path, words, alphas, target)
-        return {path: {"caption": " ".join(w), **n} for path, (w, _), n in zip(ok, results, self.assess(feats))}, errors
+            attention_figure(path, words[i], alphas, target)
+        return {path: record(w, n, c) for path, w, n, c in zip(ok, words, assessed, words_shown)}, errors
+
+
+def record(words: list[str], assessed: dict, word: str | None) -> dict:
+    """One image's record (`Captioner.caption_records`, the CLI's --json lines): {"caption", "novelty",
+    "threshold", "unsure", "reason", "confidence"}."""
+    return {"caption": " ".join(words), **assessed, "confidence": word}

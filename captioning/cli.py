@@ -5,8 +5,10 @@ Images are encoded by the model directory's saved encoder and decoded with its d
 is reported by name, the others are still captioned, and the exit code is 1 when any input failed.
 
 --json lines also carry the image's novelty, the model's threshold, `unsure` and a reason when unsure
-(captioning/novelty.py; all null for a model without novelty files). The plain `path<TAB>caption`
-lines stay exactly that, so scripts that split them keep working; unsure images are noted on stderr.
+(captioning/novelty.py; all null for a model without novelty files), and `confidence`: "low",
+"medium" or "high", or null (captioning/confidence.py: never on an unsure image). The plain
+`path<TAB>caption` lines stay exactly that, so scripts that split them keep working; unsure images
+are noted on stderr.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def expand(inputs: list[str]) -> list[str]:
 
 
 def caption_images(captioner, paths: list[str], attention: Path | None = None) -> tuple[dict[str, dict], dict[str, str]]:
-    """Records ({"caption", "novelty", "threshold", "unsure", "reason"}) for every readable image
-    (CHUNK at a time) and errors (path -> message) for the others.
+    """Records ({"caption", "novelty", "threshold", "unsure", "reason", "confidence"}) for every
+    readable image (CHUNK at a time) and errors (path -> message) for the others.
 
     With `attention` (soft_attention models only), also draws each image's attention map there.
     """
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--model", type=Path, default=Path("models"), help="directory of the trained model")
     cap.add_argument("--json", action="store_true",
                      help='JSON lines on stdout, one per input: {"image", "caption", "novelty", "threshold", '
-                          '"unsure", "reason"} or {"image", "error"}')
+                          '"unsure", "reason", "confidence"} or {"image", "error"}')
     cap.add_argument("--beam-size", type=int, help="1 = greedy; default: the model's decoding.json, else 1")
     cap.add_argument("--length-penalty", type=float,
                      help="beam score = sum log p / length ** this; default: the model's decoding.json, else 0")

@@ -3,8 +3,9 @@
 `mlflow models serve -m models:/captioning@champion --env-manager local` then answers
 `POST /invocations {"dataframe_records": [{"image": "<base64 of the JPEG/PNG bytes>"}]}` with
 `{"predictions": [{"caption": "...", "error": null, "novelty": 0.12, "threshold": 0.2, "unsure": false,
-"reason": null}]}`, one record per image, in order (novelty as the CLI and `captioning serve` give it,
-from the model's novelty.npz / novelty.json artifacts; null for a model logged without them). An image
+"reason": null, "confidence": "high"}]}`, one record per image, in order (novelty and confidence as the
+CLI and `captioning serve` give them, from the model's novelty.npz / novelty.json / confidence.json
+artifacts; null for a model logged without them). An image
 that cannot be captioned gets `{"caption": null, "error": "image 1: ...", ...nulls}` (a one-line
 reason, never a stack trace) and does not fail the others. Requests carry image bytes only: a value is always
 decoded as base64, never looked up as a file on the server.
@@ -37,7 +38,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import captioning
-from captioning import novelty
+from captioning import confidence, novelty
 from captioning.captioner import DECODING_FILE, FILES, Captioner
 from captioning.features import ENCODER_WEIGHTS
 from captioning.io import DataError
@@ -121,18 +122,19 @@ class CaptionModel(mlflow.pyfunc.PythonModel):
                 images[i] = self.captioner.load(image_bytes(value, i), name=f"image {i}")
             except (ValueError, DataError) as e:  # DataError is a ValueError; both carry one-line reasons
                 errors[i] = str(e)
-        captions, assessed = {}, {}
+        captions, assessed, words = {}, {}, {}
         if images:
             try:
                 results = self.captioner.caption_arrays(np.stack(list(images.values())))
                 captions = {i: r.text for i, r in zip(images, results)}
                 assessed = {i: r.novelty for i, r in zip(images, results)}
+                words = {i: r.confidence for i, r in zip(images, results)}
             except Exception:  # noqa: BLE001 (logged here with its traceback; the client gets one line)
                 log.exception("captioning %d images failed", len(images))
                 errors.update({i: f"image {i}: internal error; the server log has the details" for i in images})
         # Records, not a DataFrame: pandas would turn the missing values into NaN (not valid JSON).
-        return [{"caption": captions.get(i), "error": errors.get(i), **assessed.get(i, novelty.UNKNOWN)}
-                for i in range(len(values))]
+        return [{"caption": captions.get(i), "error": errors.get(i), **assessed.get(i, novelty.UNKNOWN),
+                 "confidence": words.get(i)} for i in range(len(values))]
 
 
 def signature():
@@ -142,7 +144,8 @@ def signature():
                                           ColSpec("double", "novelty", required=False),
                                           ColSpec("double", "threshold", required=False),
                                           ColSpec("boolean", "unsure", required=False),
-                                          ColSpec("string", "reason", required=False)]))
+                                          ColSpec("string", "reason", required=False),
+                                          ColSpec("string", "confidence", required=False)]))
 
 
 def log_model(model_dir: str | Path = "models", registered_model_name: str | None = None,
@@ -156,8 +159,9 @@ def log_model(model_dir: str | Path = "models", registered_model_name: str | Non
     pins = [f"{p}=={md.version(p)}" for p in ("mlflow", "tensorflow", "keras", "numpy", "pandas", "pillow",
                                                         "threadpoolctl")]
     files = [name for name in FILES if not (encoder_uri and name == ENCODER_WEIGHTS)]
-    # The novelty files travel with the model, so the served model flags images as the CLI does.
-    files += [name for name in (novelty.NPZ, novelty.JSON) if (Path(model_dir) / name).exists()]
+    # The novelty and confidence files travel with the model, so the served model flags images and
+    # words its confidence as the CLI does.
+    files += [name for name in (novelty.NPZ, novelty.JSON, confidence.FILE) if (Path(model_dir) / name).exists()]
     config = {**(decoding or {}), **({"encoder_uri": encoder_uri} if encoder_uri else {})}
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {name: str(Path(model_dir) / name) for name in files}

@@ -207,6 +207,42 @@ def library_captions(model_dir: Path, images: list[Path]) -> dict[str, str]:
     return {Path(path).name: caption for path, caption in captions.items()}
 
 
+@pytest.fixture(scope="session")
+def confident_models(trained_repo, tmp_path_factory) -> Path:
+    """A copy of the end-to-end run's model directory whose confidence is shown. The tiny pipeline's
+    dev split (4 images) is too small for its rho to pass or fail the bar for real (its own
+    confidence.json may say either), so this copy's file is a passing model's, written here: rho at
+    the bar, thresholds the terciles of the model's own scores on its training images, so the
+    words the surfaces show are the real model's."""
+    from captioning import confidence
+    from captioning.captioner import Captioner
+    from captioning.decoding import decode_scored
+
+    models = shutil.copytree(trained_repo / "models", tmp_path_factory.mktemp("confident") / "models")
+    captioner = Captioner(models)
+    train = json.loads((trained_repo / "data/split.json").read_text())["train"]
+    _, feats, errors = captioner.encode([str(trained_repo / "data/raw/images" / name) for name in train])
+    assert not errors, errors
+    scores = [score for _, score in decode_scored(captioner.model, feats, captioner.vocab, captioner.beam_size,
+                                                  captioner.length_penalty)]
+    confidence.save(models, confidence.Calibration(confidence.MIN_RHO, True, confidence.terciles(scores),
+                                                   len(scores), "train"))
+    return models
+
+
+@pytest.fixture(scope="session")
+def no_confidence_models(trained_repo, tmp_path_factory) -> Path:
+    """A copy of the end-to-end run's model directory without confidence.json: a model saved before it."""
+    models = shutil.copytree(trained_repo / "models", tmp_path_factory.mktemp("no_confidence") / "models")
+    (models / "confidence.json").unlink()
+    return models
+
+
+def in_domain_image(repo: Path) -> Path:
+    """A training image of a pipeline run: never flagged unsure (tests/test_novelty.py)."""
+    return repo / "data/raw/images" / json.loads((repo / "data/split.json").read_text())["train"][0]
+
+
 def copy_of(repo: Path, dest: Path) -> Path:
     """A private copy of a pipeline run (git, DVC cache, outputs, MLflow store): tests that rerun
     stages or add runs start here instead of paying for their own `dvc repro`."""

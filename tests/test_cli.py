@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from captioning.cli import expand, main
-from conftest import REPO, blank_png, library_captions
+from captioning.confidence import WORDS
+from conftest import REPO, blank_png, in_domain_image, library_captions
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -69,8 +70,9 @@ def test_bad_files_never_stop_the_good_ones_and_json_has_a_record_each(folder, t
         record = by_name[name]
         assert record == {"image": str(folder / name), "caption": captions[name], "novelty": record["novelty"],
                           "threshold": record["threshold"], "unsure": record["novelty"] > record["threshold"],
-                          "reason": record["reason"]}
+                          "reason": record["reason"], "confidence": record["confidence"]}
         assert isinstance(record["novelty"], float) and (record["reason"] is not None) == record["unsure"]
+        assert record["confidence"] is None or (record["confidence"] in WORDS and not record["unsure"])
     expected = {"c_bomb.png": "decompression bomb", "c_truncated.jpg": "truncated", "c_empty.jpg": "empty file",
                 "c_text.jpg": "not an image", "d_unreadable.png": "permission denied",
                 "nonexistent.jpg": "not found"}
@@ -141,6 +143,30 @@ def test_json_and_plain_output_flag_an_image_unlike_the_training_ones(trained_re
     assert code == 0 and out == f"{seen}\t{first['caption']}\n{blank}\t{second['caption']}\n"
     assert err.splitlines() == [f"note: {blank}: {second['reason']} (novelty {second['novelty']:g} > "
                                 f"{second['threshold']:g})"]
+
+
+def test_json_carries_the_confidence_word_and_plain_output_stays_path_tab_caption(trained_repo, confident_models,
+                                                                                  no_confidence_models, tmp_path,
+                                                                                  capsys, monkeypatch):
+    """A known image gets its word, a blank (unsure) one null, a model without confidence.json null;
+    the plain lines are path<TAB>caption as before."""
+    from captioning.captioner import Captioner
+
+    seen, blank = in_domain_image(trained_repo), blank_png(tmp_path / "blank.png")
+    code, out, err = in_process([seen, blank, "--json", "--model", confident_models], tmp_path, capsys, monkeypatch)
+    assert code == 0, err
+    first, second = map(json.loads, out.splitlines())
+    records, _ = Captioner(confident_models).caption_records([str(seen), str(blank)])
+    assert first == {"image": str(seen), **records[str(seen)]} and first["confidence"] in WORDS
+    assert second == {"image": str(blank), **records[str(blank)]} and second["confidence"] is None
+    assert list(first) == ["image", "caption", "novelty", "threshold", "unsure", "reason", "confidence"]
+
+    code, out, err = in_process([seen, blank, "--model", confident_models], tmp_path, capsys, monkeypatch)
+    assert code == 0 and out == f"{seen}\t{first['caption']}\n{blank}\t{second['caption']}\n"
+
+    code, out, err = in_process([seen, blank, "--json", "--model", no_confidence_models], tmp_path, capsys,
+                                monkeypatch)
+    assert code == 0 and list(map(json.loads, out.splitlines())) == [{**first, "confidence": None}, second]
 
 
 def test_a_missing_model_is_one_line_and_exit_2(tmp_path, odd_inputs, capsys, monkeypatch):

@@ -126,7 +126,8 @@ def test_served_champion_answers_rest_with_captions(exp_repo, client, tmp_path, 
     good, path = answer["predictions"]
     # Image bytes are captioned as evaluate did with the same model; a path is never opened.
     assert {k: good[k] for k in ("caption", "error")} == {"caption": samples[0]["prediction"], "error": None}
-    assert set(good) == {"caption", "error", "novelty", "threshold", "unsure", "reason"}  # the novelty flag too
+    # the novelty flag and the confidence word too
+    assert set(good) == {"caption", "error", "novelty", "threshold", "unsure", "reason", "confidence"}
     assert isinstance(good["unsure"], bool) and good["novelty"] >= 0 and good["threshold"] > 0
     assert path["caption"] is None and "not base64" in path["error"] and "Traceback" not in path["error"]
 

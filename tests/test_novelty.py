@@ -192,5 +192,6 @@ def test_a_model_without_novelty_files_captions_with_novelty_null(trained_repo, 
         (old / name).unlink()
     image = next((trained_repo / "data/raw/images").iterdir())
     records, _ = Captioner(old).caption_records([str(image)])
+    # No flag to say the image is like the training ones: no confidence word either (confidence.py).
     assert records[str(image)] == {"caption": Captioner(trained_repo / "models").caption([str(image)])[0][str(image)],
-                                   **novelty.UNKNOWN}
+                                   **novelty.UNKNOWN, "confidence": None}

@@ -15,9 +15,10 @@ import pytest
 
 from app_server import background_server
 from captioning.captioner import Captioner
+from captioning.confidence import WORDS
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
-from conftest import WEB_LIMITS, assert_clean_error, blank_png, library_captions, post_raw
+from conftest import WEB_LIMITS, assert_clean_error, blank_png, in_domain_image, library_captions, post_raw
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -67,17 +68,38 @@ def test_caption_equals_the_evaluate_stage_and_the_cli(http, url, trained_repo):
 
 
 def test_answers_carry_the_images_novelty_and_flag_a_blank_image(http, url, trained_repo, captioner, tmp_path):
-    """Novelty, threshold, unsure and reason: what the Captioner (and so the CLI) says of the same image."""
+    """Novelty, threshold, unsure, reason and confidence: what the Captioner (and so the CLI) says of
+    the same image."""
     train = json.loads((trained_repo / "data/split.json").read_text())["train"][0]
     paths = [trained_repo / "data/raw/images" / train, blank_png(tmp_path / "blank.png")]
     seen, blank = (post_raw(http, url, p.read_bytes(), "image/png").json() for p in paths)
     records, _ = captioner.caption_records([str(p) for p in paths])
     for answer, path in zip((seen, blank), paths):  # one image a call here, two there: the same up to rounding
-        assert {**{k: answer[k] for k in ("caption", "threshold", "unsure", "reason")},
+        assert {**{k: answer[k] for k in ("caption", "threshold", "unsure", "reason", "confidence")},
                 "novelty": pytest.approx(answer["novelty"], abs=2e-4)} == records[str(path)]
     assert seen["unsure"] is False and seen["reason"] is None and seen["novelty"] < seen["threshold"]
     assert blank["unsure"] is True and blank["reason"].startswith("this image looks unlike the photos")
     assert http.get(f"{url}/health").json()["model"]["novelty"]["threshold"] == captioner.novelty.threshold
+
+
+def test_answers_carry_a_confidence_word_on_known_images_only(trained_repo, confident_models, no_confidence_models,
+                                                              tmp_path):
+    """A model whose confidence is shown: a word for a training image, null for a blank (unsure) one,
+    as the Captioner says; a model without confidence.json: null for both, and /health says so."""
+    paths = [in_domain_image(trained_repo), blank_png(tmp_path / "blank.png")]
+    answers, health = {}, {}
+    for model_dir in (confident_models, no_confidence_models):
+        app = create_app(Captioner(model_dir), batching=Batching(max_batch=2))
+        with background_server(app) as url, httpx.Client(timeout=120) as http:
+            answers[model_dir] = [post_raw(http, url, p.read_bytes(), "image/png").json() for p in paths]
+            health[model_dir] = http.get(f"{url}/health").json()["model"]["confidence"]
+    (seen, blank), (bare_seen, bare_blank) = answers[confident_models], answers[no_confidence_models]
+    records, _ = Captioner(confident_models).caption_records([str(paths[0])])  # one image a call, as served
+    assert seen["confidence"] == records[str(paths[0])]["confidence"] and seen["confidence"] in WORDS
+    assert seen["unsure"] is False and blank["unsure"] is True and blank["confidence"] is None
+    assert bare_seen["confidence"] is bare_blank["confidence"] is None
+    assert bare_seen["caption"] == seen["caption"] and bare_blank["unsure"] is True
+    assert health[confident_models]["shown"] is True and health[no_confidence_models] is None
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "png", "grayscale", "cmyk", "rgba", "palette"])

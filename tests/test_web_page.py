@@ -13,7 +13,7 @@ from app_server import background_server
 from captioning.captioner import Captioner
 from captioning.web.app import create_app
 from captioning.web.batching import Batching
-from conftest import blank_png
+from conftest import blank_png, in_domain_image
 
 pytestmark = pytest.mark.slow  # trains a tiny model once per session
 
@@ -63,14 +63,23 @@ def upload_and_read(browser, url: str, image: Path) -> str:
     return caption.text
 
 
+def post_image(url: str, image: Path) -> dict:
+    """POST /caption's answer for an image: what the page must show for it."""
+    return httpx.post(f"{url}/caption", content=image.read_bytes(),
+                      headers={"content-type": "application/octet-stream"}, timeout=60).json()
+
+
 def test_page_uploads_an_image_and_shows_its_caption(browser, trained_repo, sample_images, tmp_path):
     from selenium.webdriver.common.by import By
 
     with background_server(create_app(Captioner(trained_repo / "models"), {"source": "models"})) as url:
-        expected = httpx.post(f"{url}/caption", content=sample_images[3].read_bytes(),
-                              headers={"content-type": "image/jpeg"}, timeout=60).json()["caption"]
+        answer = post_image(url, sample_images[3])
         shown = upload_and_read(browser, url, sample_images[3])
-        assert shown == (expected or "(empty caption)")  # a 2-epoch model may end at once
+        assert shown == (answer["caption"] or "(empty caption)")  # a 2-epoch model may end at once
+        # The confidence word is there exactly when the answer has one (this model's own calibration).
+        word = browser.find_element(By.ID, "confidence")
+        assert word.is_displayed() == bool(answer["confidence"])
+        assert word.text == (f"confidence: {answer['confidence']}" if answer["confidence"] else "")
         # Which model and what it learnt from, in one line (GET /health's model.summary).
         assert browser.find_element(By.ID, "about").text == \
             "merge_bilstm over randomly initialised ResNet50 features, trained on shapes"
@@ -86,16 +95,17 @@ def test_page_uploads_an_image_and_shows_its_caption(browser, trained_repo, samp
     assert (tmp_path / "page.png").stat().st_size > 10_000
 
 
-def test_a_dropped_blank_image_shows_the_unsure_note(browser, trained_repo, tmp_path):
+def test_a_dropped_blank_image_shows_the_unsure_note_and_no_confidence(browser, trained_repo, confident_models,
+                                                                       tmp_path):
     """Dropped onto the page (a drop event on the drop zone), a blank image is captioned with the note
-    beside it; a training image is captioned without one."""
-    import json
-
+    beside it and no confidence; a training image is captioned without the note, with the confidence
+    word POST /caption gives it (a model whose confidence is shown)."""
     from selenium.webdriver.common.by import By
 
-    blank = blank_png(tmp_path / "blank.png")
-    train = json.loads((trained_repo / "data/split.json").read_text())["train"][0]
-    with background_server(create_app(Captioner(trained_repo / "models"), batching=Batching(max_batch=2))) as url:
+    blank, seen = blank_png(tmp_path / "blank.png"), in_domain_image(trained_repo)
+    with background_server(create_app(Captioner(confident_models), batching=Batching(max_batch=2))) as url:
+        expected = {image: post_image(url, image)["confidence"] for image in (blank, seen)}
+        assert expected[blank] is None and expected[seen] in ("low", "medium", "high")
         browser.get(url)
         wait_for(lambda: "·" in browser.find_element(By.ID, "model").text, what="model information")
         # A real drop: the file goes through a hidden input into a DataTransfer dispatched on the drop zone.
@@ -109,9 +119,13 @@ def test_a_dropped_blank_image_shows_the_unsure_note(browser, trained_repo, tmp_
         wait_for(lambda: caption.get_attribute("data-state") == "done", what="a caption")
         note = browser.find_element(By.ID, "unsure")
         assert note.is_displayed() and "this image looks unlike the photos this model learned from" in note.text
+        assert not browser.find_element(By.ID, "confidence").is_displayed()
         browser.save_screenshot(str(tmp_path / "unsure.png"))
-        shown = upload_and_read(browser, url, trained_repo / "data/raw/images" / train)  # a training image
+        shown = upload_and_read(browser, url, seen)  # a training image
         assert shown and not browser.find_element(By.ID, "unsure").is_displayed()
+        word = browser.find_element(By.ID, "confidence")
+        assert word.is_displayed() and word.text == f"confidence: {expected[seen]}"
+        browser.save_screenshot(str(tmp_path / "confidence.png"))
     assert (tmp_path / "unsure.png").stat().st_size > 10_000
 
 

@@ -4,7 +4,9 @@ One Captioner is loaded at start-up and shared; its decoder is compiled for ever
 before the first request (`warm_up`). Requests go through `limits` (body size, pixels, queue, time)
 and `batching` (one model call for requests arriving together); every error is one JSON line.
 Each answer carries the image's novelty, the model's threshold, `unsure` and a reason when unsure
-(scored in the same batched call from the features the caption used; null without novelty files).
+(scored in the same batched call from the features the caption used; null without novelty files),
+and a confidence word when the model's calibration passed and the image is not unsure
+(captioning/confidence.py; null otherwise).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from captioning.attention_maps import attention_for
 from captioning.captioner import Captioner, summary
-from captioning.decoding import decode
+from captioning.decoding import decode_scored
 from captioning.features import ImageTooLarge
 from captioning.io import DataError
 from captioning.web.batching import Batching, MicroBatcher
@@ -46,7 +48,7 @@ def warm_up(captioner: Captioner, max_batch: int) -> None:
     feats = captioner.features(blank)  # traces the encoder
     for n in (1 << i for i in range((max_batch - 1).bit_length() + 1)):
         batch = np.repeat(feats, n, axis=0)
-        decode(captioner.model, batch, captioner.vocab, captioner.beam_size, captioner.length_penalty)
+        decode_scored(captioner.model, batch, captioner.vocab, captioner.beam_size, captioner.length_penalty)
         if captioner.has_attention:  # the attention twin is a second compiled graph per batch shape
             attention_for(captioner.model, batch, captioner.vocab, [[]] * n)
 
@@ -121,7 +123,8 @@ def create_app(captioner: Captioner, model_info: dict | None = None, limits: Lim
         beam = beam_size or captioner.beam_size
         result = await batcher.caption(image, beam, attention, limits.timeout_s)
         answer: dict[str, Any] = {"caption": result.text, "words": result.words, "beam_size": beam,
-                                  "length_penalty": captioner.length_penalty, **result.novelty, "attention": None}
+                                  "length_penalty": captioner.length_penalty, **result.novelty,
+                                  "confidence": result.confidence, "attention": None}
         if attention and result.attention is not None:  # a batch-mate may have asked for it, not this one
             regions = result.attention.shape[-1]
             side = int(round(regions ** 0.5))

@@ -3,7 +3,7 @@
 A worker takes the first waiting image, waits up to `window_ms` for more (at most `max_batch`), and
 runs one call for all of them in a thread, so 16 parallel clients cost about one batched call, not
 16 sequential ones (the model's cost is mostly per call, not per image). Each Caption comes back
-with its image's novelty, scored in the same call from the same features.
+with its image's novelty, scored in the same call from the same features, and its confidence word.
 """
 
 from __future__ import annotations

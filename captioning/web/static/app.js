@@ -32,6 +32,17 @@ function showUnsure(answer) {
   $("unsure").hidden = !unsure;
 }
 
+// A coarse word, only when the server gives one: never on an unsure image, nor for a model whose
+// confidence did not predict caption quality on its dev split (the server decides; null otherwise).
+function showConfidence(answer) {
+  const word = answer && answer.confidence;
+  $("confidence").textContent = word ? `confidence: ${word}` : "";
+  $("confidence").title = word
+    ? "how likely this caption is by the model's own probability, among the captions of its dev split (thirds)"
+    : "";
+  $("confidence").hidden = !word;
+}
+
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = !message;
@@ -44,6 +55,7 @@ async function caption() {
   $("caption").textContent = "Captioning…";
   $("meta").textContent = "";
   showUnsure(null);
+  showConfidence(null);
   $("attention").hidden = true;
   const form = new FormData();
   form.append("image", current, current.name);
@@ -57,6 +69,7 @@ async function caption() {
     $("caption").dataset.state = "done";
     $("meta").textContent = `beam ${answer.beam_size} · ${answer.ms} ms`;
     showUnsure(answer);
+    showConfidence(answer);
     if (answer.attention) drawAttention(answer.words, answer.attention);
   } catch (e) {
     $("caption").dataset.state = "empty";
