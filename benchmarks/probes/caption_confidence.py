@@ -5,17 +5,21 @@ to users as a confidence; if none does, a confidence would mislead and only the 
 For every image of the split (dev by default: the test set stays unseen), the caption the model
 writes with beam search and these scores of it:
   - logprob: mean log-probability per token (words and the end token) of that caption, the model's
-    raw probabilities fed the caption (no repeat ban);
+    raw probabilities (no repeat ban) as beam search summed them (captioning.decoding.beam_search:
+    the score the evaluate stage calibrates the served confidence on); the probe checks it against
+    a teacher-forced pass of the caption through the whole model (`mean_logprob`) and prints the
+    largest difference;
   - margin: the best finished beam's normalised score minus the second best's; images whose beam
     search ended with one finished caption (no rival left that could win) have none and are left out;
   - entropy: mean over the caption's words of the attention's entropy over regions (nats), for
     models that attend (soft_attention); sharp attention is low;
   - novelty: the image's novelty (captioning/novelty.py, models/novelty.npz) when the checkout has
     both; high is unlike the training photos.
-Then Spearman's rho of each score with per-image CIDEr-D (pycocoevalcap, as captioning/metrics.py:
-the IDF is the split's references, so per-image scores average to the split's CIDEr-D). "as
+Then Spearman's rho of each score with per-image CIDEr-D (captioning.metrics.cider_per_image: the
+IDF is the split's references, so per-image scores average to the split's CIDEr-D). "as
 confidence" turns the sign so that higher means surer (entropy and novelty count down): that is the
-rho the >= 0.3 rule reads.
+rho the >= 0.3 rule (captioning.confidence.MIN_RHO) reads; the evaluate stage applies the same rule
+to the logprob of every model it scores.
 
 Run after `dvc repro` (models/, data/features, data/split.json, data/clean; read only):
 
@@ -31,26 +35,27 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from pycocoevalcap.cider.cider import Cider
 from scipy.stats import spearmanr
 
 from benchmarks.workspace import NOT_TRAINED, ROOT, require
 from captioning.attention_maps import attention_for, is_attention_model
 from captioning.captioner import saved_decoding
-from captioning.decoding import beam_candidates, next_word_probs
+from captioning.confidence import MIN_RHO
+from captioning.decoding import beam_search, next_word_probs
 from captioning.feature_store import FeatureStore
 from captioning.io import read_captions, read_json
+from captioning.metrics import cider_per_image
 from captioning.models import load_model
 from captioning.text import END, START, Vocabulary, references
 
 SPLITS = {"dev": "val", "test": "test"}  # split.json calls the dev split val
-CONFIDENCE_RHO = 0.3  # the issue's bar for showing a confidence at all
 DIRECTION = {"logprob": 1, "margin": 1, "entropy": -1, "novelty": -1}
 
 
 def mean_logprob(model, feats: np.ndarray, vocab: Vocabulary, captions: list[list[str]],
                  batch_size: int = 256) -> np.ndarray:
-    """Per caption, the mean log-probability the model gives its tokens (words, then the end token)."""
+    """Per caption, the mean log-probability the model gives its tokens (words, then the end token),
+    the caption fed through the whole model: the decoder's own sum, recomputed independently."""
     ids = [[vocab.index[w] for w in words] + [vocab.index[END]] for words in captions]
     n, length = len(captions), vocab.max_length
     tokens = np.zeros((n, length), np.int32)
@@ -89,12 +94,6 @@ def novelty_scores(project: Path, feats: np.ndarray) -> tuple[np.ndarray | None,
     return np.asarray(fitted.score(feats), dtype=np.float64), f"threshold {fitted.threshold:.4g}"
 
 
-def per_image_cider(refs: list[list[list[str]]], captions: list[list[str]]) -> np.ndarray:
-    gts = {i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)}
-    res = {i: [" ".join(c)] for i, c in enumerate(captions)}
-    return np.asarray(Cider().compute_score(gts, res)[1], dtype=np.float64)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--project", type=Path, default=ROOT, help="a checkout after dvc repro")
@@ -120,12 +119,14 @@ def main() -> None:
     feats = store.memmap()[[rows[n] for n in names]]
     by_image = references(read_captions(paths["data/clean/captions.csv"]))
 
-    ranked = beam_candidates(model, feats, vocab, args.beam, alpha, args.batch_size)
-    captions = [r[0][1] for r in ranked]
-    cider = per_image_cider([by_image[n] for n in names], captions)
-    scores = {"logprob": mean_logprob(model, feats, vocab, captions, args.batch_size),
-              "margin": np.array([r[0][0] - r[1][0] if len(r) > 1 else np.nan for r in ranked])}
-    notes = {"margin": "images with >= 2 finished beams"}
+    ranked = beam_search(model, feats, vocab, args.beam, alpha, args.batch_size)
+    captions = [r[0].words for r in ranked]
+    cider = np.asarray(cider_per_image([by_image[n] for n in names], captions))
+    scores = {"logprob": np.array([r[0].mean_logprob for r in ranked]),
+              "margin": np.array([r[0].score - r[1].score if len(r) > 1 else np.nan for r in ranked])}
+    forced = mean_logprob(model, feats, vocab, captions, args.batch_size)
+    notes = {"margin": "images with >= 2 finished beams",
+             "logprob": f"teacher-forced within {np.max(np.abs(forced - scores['logprob'])):.1g}"}
     if is_attention_model(model):
         scores["entropy"] = attention_entropy(model, feats, vocab, captions, args.batch_size)
     else:
@@ -158,8 +159,8 @@ def main() -> None:
             best = (name, confidence)
         print(f"{name:<8} {keep.sum():>5} {np.median(values[keep]):>8.3f} {rho:>7.3f} {p:>9.2g} {confidence:>13.3f}"
               f"  {notes.get(name, '')}")
-    verdict = "a confidence predicts quality" if best[1] >= CONFIDENCE_RHO else "no score predicts quality: flag only"
-    print(f"best as confidence: {best[0]} {best[1]:.3f} (bar {CONFIDENCE_RHO}): {verdict}")
+    verdict = "a confidence predicts quality" if best[1] >= MIN_RHO else "no score predicts quality: flag only"
+    print(f"best as confidence: {best[0]} {best[1]:.3f} (bar {MIN_RHO}): {verdict}")
 
 
 if __name__ == "__main__":
