@@ -31,13 +31,16 @@ What a person reads is clean, whatever the model prefers: a caption never holds 
 rare to have been learnt), padding or a start token, and with `no_repeat` (the default) it never
 repeats itself. A word may not follow itself or the word before it ("a white and white dog"), and a
 pair of words may not come twice ("a white dog ... a white dog"), unless both are function words
-("in the water in the park"). The banned words get probability 0 before the choice, so greedy and
+("in the water in the park"); and a caption may not end mid-phrase, right after an article,
+preposition or conjunction ("a dog runs through the grass with a": self-critical training is known
+to learn such endings). The banned words get probability 0 before the choice, so greedy and
 beam search take the best caption that obeys the rules, not a cut-down bad one.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import keras
@@ -45,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from captioning import models
-from captioning.text import END, PAD, START, UNK, Vocabulary
+from captioning.text import DANGLING_WORDS, END, PAD, START, UNK, Vocabulary
 
 # Words a caption may repeat: articles, prepositions, conjunctions, auxiliaries.
 FUNCTION_WORDS = frozenset("a an the in on of and with at to is are its his her their from by for into near "
@@ -88,22 +91,42 @@ def function_words(vocab: Vocabulary) -> tuple[int, ...]:
     return tuple(sorted(vocab.index[w] for w in FUNCTION_WORDS if w in vocab.index))
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What `no_repeat` bans besides the never-words: repeats (which function words are exempt) and
+    the end token right after a dangling word."""
+
+    function: tuple[int, ...]
+    dangling: tuple[int, ...]
+    end: int
+
+
+def rules(vocab: Vocabulary, no_repeat: bool = True) -> Rules | None:
+    """The vocabulary's ids for the rules; None without them (no_repeat False)."""
+    if not no_repeat:
+        return None
+    dangling = tuple(sorted(vocab.index[w] for w in DANGLING_WORDS if w in vocab.index))
+    return Rules(function_words(vocab), dangling, vocab.index[END])
+
+
 def banned_next(prefixes: np.ndarray, step: int, vocab_size: int, never: tuple[int, ...],
-                function: tuple[int, ...] | None) -> np.ndarray:
+                rules: Rules | None) -> np.ndarray:
     """(n, vocab) True for the words position `step` may not take given the tokens before it
-    (start token in column 0): `never`, and with `function` (no_repeat) the two words before and
-    any word that would repeat a pair of words already in the caption, unless both are function words."""
+    (start token in column 0): `never`, and with `rules` (no_repeat) the two words before, any word
+    that would repeat a pair of words already in the caption unless both are function words, and the
+    end token after a dangling word."""
     n = len(prefixes)
     banned = np.zeros((n, vocab_size), dtype=bool)
     banned[:, list(never)] = True
-    if function is None or step < 2:
+    if rules is None or step < 2:
         return banned
     rows = np.arange(n)
     banned[rows, prefixes[:, step - 1]] = True
+    banned[np.isin(prefixes[:, step - 1], rules.dangling), rules.end] = True
     if step >= 3:
         banned[rows, prefixes[:, step - 2]] = True
         is_function = np.zeros(vocab_size, dtype=bool)
-        is_function[list(function)] = True
+        is_function[list(rules.function)] = True
         last = prefixes[:, step - 1]
         earlier, followers = prefixes[:, 1:step - 2], prefixes[:, 2:step - 1]  # pairs before the last word
         repeats = (earlier == last[:, None]) & ~(is_function[last][:, None] & is_function[followers])
@@ -144,14 +167,14 @@ def _greedy(model, features: np.ndarray, vocab: Vocabulary, batch_size: int,
     index = vocab.index
     start, end = index[START], index[END]
     n, length = len(features), vocab.max_length
-    never, function = never_words(vocab), function_words(vocab) if no_repeat else None
+    never, ruleset = never_words(vocab), rules(vocab, no_repeat)
     prefixes = np.zeros((n, length), dtype=np.int32)
     prefixes[:, 0] = start
     logp = np.zeros(n)
     if _incremental(model):
         for first in range(0, n, batch_size):
             part = slice(first, first + batch_size)
-            logp[part] = _greedy_steps(model, features[part], prefixes[part], end, never, function)
+            logp[part] = _greedy_steps(model, features[part], prefixes[part], end, never, ruleset)
         return prefixes, logp
     done = np.zeros(n, dtype=bool)
     rows = np.arange(n)
@@ -159,7 +182,7 @@ def _greedy(model, features: np.ndarray, vocab: Vocabulary, batch_size: int,
         if done.all():
             break
         probs = next_word_probs(model, features, prefixes, step, batch_size)
-        probs[banned_next(prefixes, step, probs.shape[1], never, function)] = 0.0
+        probs[banned_next(prefixes, step, probs.shape[1], never, ruleset)] = 0.0
         chosen = probs.argmax(axis=1)
         # The chosen word is never banned, so its probability is the model's own.
         logp += np.where(done, 0.0, np.log(np.maximum(probs[rows, chosen].astype(np.float64), MIN_PROB)))
@@ -177,13 +200,13 @@ def _token_counts(prefixes: np.ndarray, end: int) -> np.ndarray:
 
 
 def _greedy_steps(model, features: np.ndarray, prefixes: np.ndarray, end: int, never: tuple[int, ...],
-                  function: tuple[int, ...] | None) -> np.ndarray:
+                  ruleset: Rules | None) -> np.ndarray:
     """Greedy decoding of one batch as one XLA graph (every decoder step of a caption, the argmax
     in between): fills `prefixes` (start token in column 0) in place and returns each caption's
     summed log-probability. The batch is padded to a power of two, as in `_forward`."""
     n = len(features)
     size = 1 << (n - 1).bit_length()
-    decode_batch = _compiled_greedy(model, size, prefixes.shape[1], int(prefixes[0, 0]), end, never, function)
+    decode_batch = _compiled_greedy(model, size, prefixes.shape[1], int(prefixes[0, 0]), end, never, ruleset)
     words, logp = decode_batch(np.concatenate([features, np.repeat(features[:1], size - n, axis=0)]))
     prefixes[:, 1:] = np.asarray(words)[:n]
     return np.asarray(logp, dtype=np.float64)[:n]
@@ -195,28 +218,32 @@ def _incremental(model) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _compiled_greedy(model: keras.Model, batch: int, length: int, start: int, end: int, never: tuple[int, ...],
-                     function: tuple[int, ...] | None):
+                     ruleset: Rules | None):
     """features (batch, ...) -> the next length - 1 tokens of each caption, greedily, and their summed
     log-probability, as one XLA graph per batch size: a Python loop around a compiled step paid a
     call's overhead per word."""
     return tf.function(functools.partial(_greedy_graph, models.of(model).incremental(model), length, start, end,
-                                         never, function), jit_compile=True, autograph=False)
+                                         never, ruleset), jit_compile=True, autograph=False)
 
 
-def _banned_in_graph(words: list, vocab_size: int, never: tuple[int, ...], function: tuple[int, ...] | None):
+def _banned_in_graph(words: list, vocab_size: int, never: tuple[int, ...], rules: Rules | None):
     """`banned_next` inside the greedy graph, as a (n, vocab) 0/1 mask to multiply the probabilities
     with; `words` are the tokens generated so far, (n,) each."""
     allowed = np.ones(vocab_size, np.float32)
     allowed[list(never)] = 0.0
     mask = tf.constant(allowed)[None, :]
-    if function is None or not words:
+    if rules is None or not words:
         return mask
     ban = tf.one_hot(words[-1], vocab_size)
+    if rules.dangling:
+        is_dangling = np.zeros(vocab_size, np.float32)
+        is_dangling[list(rules.dangling)] = 1.0
+        ban += tf.gather(tf.constant(is_dangling), words[-1])[:, None] * tf.one_hot(rules.end, vocab_size)[None, :]
     if len(words) >= 2:
         ban += tf.one_hot(words[-2], vocab_size)
     if len(words) >= 3:
         is_function = np.zeros(vocab_size, bool)
-        is_function[list(function)] = True
+        is_function[list(rules.function)] = True
         is_function = tf.constant(is_function)
         earlier, followers = tf.stack(words[:-2], axis=1), tf.stack(words[1:-1], axis=1)  # pairs before the last word
         both = tf.gather(is_function, words[-1])[:, None] & tf.gather(is_function, followers)
@@ -226,7 +253,7 @@ def _banned_in_graph(words: list, vocab_size: int, never: tuple[int, ...], funct
 
 
 def _greedy_graph(incremental, length: int, start: int, end: int, never: tuple[int, ...],
-                  function: tuple[int, ...] | None, features):
+                  ruleset: Rules | None, features):
     """(batch, length - 1) tokens and (batch,) the sum of the log of each chosen token's probability
     (end token included, nothing once finished)."""
     begin, step = incremental
@@ -237,7 +264,7 @@ def _greedy_graph(incremental, length: int, start: int, end: int, never: tuple[i
     words = []
     for _ in range(1, length):
         probs, state = step(state, token)
-        chosen = tf.argmax(probs * _banned_in_graph(words, probs.shape[-1], never, function), axis=1,
+        chosen = tf.argmax(probs * _banned_in_graph(words, probs.shape[-1], never, ruleset), axis=1,
                            output_type=tf.int32)
         # The chosen word is never banned, so its probability is the model's own.
         p = tf.cast(tf.gather(probs, chosen, axis=1, batch_dims=1), tf.float32)
@@ -276,7 +303,7 @@ def beam_search(model, features: np.ndarray, vocab: Vocabulary, beam_size: int =
     index = vocab.index
     start, end = index[START], index[END]
     n, length, k = len(features), vocab.max_length, beam_size
-    never, function = never_words(vocab), function_words(vocab) if no_repeat else None
+    never, ruleset = never_words(vocab), rules(vocab, no_repeat)
     seqs = np.zeros((n, k, length), dtype=np.int32)  # live beams: start token, words so far, zeros
     seqs[:, :, 0] = start
     scores = np.full((n, k), -np.inf)  # sum of log-probabilities of each live beam
@@ -295,7 +322,7 @@ def beam_search(model, features: np.ndarray, vocab: Vocabulary, beam_size: int =
         probs = next_word_probs(model, np.repeat(features[todo], k, axis=0), prefixes, step, batch_size)
         with np.errstate(divide="ignore"):
             logp = np.log(probs.astype(np.float64))
-        logp[banned_next(prefixes, step, logp.shape[1], never, function)] = -np.inf
+        logp[banned_next(prefixes, step, logp.shape[1], never, ruleset)] = -np.inf
         vocab_size = logp.shape[1]
         candidates = (scores[todo][:, :, None] + logp.reshape(len(todo), k, vocab_size)).reshape(len(todo), -1)
         best = np.argpartition(-candidates, 2 * k - 1, axis=1)[:, : 2 * k] if candidates.shape[1] > 2 * k \

@@ -25,6 +25,11 @@ _NON_ALPHA = re.compile(r"[^a-z ]+")
 _SPACES = re.compile(r"\s+")
 
 
+# Words a caption may not end on: they leave a phrase open ("... with a", "... in the"). Decoding
+# never ends a caption on one; metrics.dangling_share counts captions that do.
+DANGLING_WORDS = frozenset("a an the in on of and with at to is are its his her their from by for into near "
+                           "while as".split())
+
 def normalise(caption: str) -> str:
     """Lowercase, turn every non-alphabetic run into a space, collapse spaces.
 

@@ -7,7 +7,7 @@ from captioning.decoding import beam_candidates, beam_decode, decode, decode_sco
 from captioning.models import merge_bilstm, soft_attention
 from captioning.text import END, PAD, START, UNK, Vocabulary
 
-WORDS = [PAD, UNK, START, END, "a", "b", "c", "d"]
+WORDS = [PAD, UNK, START, END, "e", "b", "c", "d"]
 
 
 def vocab(max_length: int = 6) -> Vocabulary:
@@ -21,7 +21,7 @@ class TableModel:
 
     name = "merge_bilstm"  # decodes like it: the output is the next word's probabilities
 
-    def __init__(self, table: dict[tuple[str, ...], dict[str, float]], fallback=("a", "b", "c", "d")):
+    def __init__(self, table: dict[tuple[str, ...], dict[str, float]], fallback=("e", "b", "c", "d")):
         self.table, self.fallback, self.calls = table, fallback, 0
 
     def __call__(self, inputs, training=False):
@@ -55,9 +55,9 @@ class AllPositions:
         return out
 
 
-# Greedy takes "a" (0.5 > 0.4) but everything after "a" is unlikely; "b endseq" is the best caption.
-MYOPIC = {(): {"a": 0.5, "b": 0.4, "c": 0.1},
-          ("a",): {"b": 0.3, "c": 0.3, END: 0.4},
+# Greedy takes "e" (0.5 > 0.4) but everything after "e" is unlikely; "b endseq" is the best caption.
+MYOPIC = {(): {"e": 0.5, "b": 0.4, "c": 0.1},
+          ("e",): {"b": 0.3, "c": 0.3, END: 0.4},
           ("b",): {END: 0.9, "c": 0.1}}
 
 
@@ -67,14 +67,14 @@ def feats(n: int = 1) -> np.ndarray:
 
 def test_greedy_is_myopic_and_beam_3_finds_the_more_likely_caption():
     model = TableModel(MYOPIC)
-    assert greedy_decode(model, feats(), vocab()) == [["a"]]  # p = 0.5 * 0.4 = 0.20
+    assert greedy_decode(model, feats(), vocab()) == [["e"]]  # p = 0.5 * 0.4 = 0.20
     assert beam_decode(model, feats(), vocab(), beam_size=3) == [["b"]]  # p = 0.4 * 0.9 = 0.36
 
 
 def test_beam_candidates_rank_the_finished_captions_by_normalised_score():
     ranked = beam_candidates(TableModel(MYOPIC), feats(2), vocab(), beam_size=3)
-    # "b" 0.4 * 0.9 = 0.36, "a" 0.5 * 0.4 = 0.20; "b c ..." and "a b ..." cannot beat them
-    assert [[words for _, words in image] for image in ranked] == [[["b"], ["a"]]] * 2
+    # "b" 0.4 * 0.9 = 0.36, "e" 0.5 * 0.4 = 0.20; "b c ..." and "e b ..." cannot beat them
+    assert [[words for _, words in image] for image in ranked] == [[["b"], ["e"]]] * 2
     (best, _), (second, _) = ranked[0]
     assert best == pytest.approx(np.log(0.36)) and second == pytest.approx(np.log(0.2))
     per_word = beam_candidates(TableModel(MYOPIC), feats(), vocab(), beam_size=3, length_penalty=1.0)[0]
@@ -92,12 +92,12 @@ def test_beam_1_is_greedy():
     assert beam_decode(model, x, vocab(), beam_size=1, length_penalty=0.7) == greedy
     assert decode(model, x, vocab(), beam_size=1) == greedy
     assert len({tuple(c) for c in greedy}) > 1  # the images really get different captions
-    assert beam_decode(TableModel(MYOPIC), feats(), vocab(), beam_size=1) == [["a"]]
+    assert beam_decode(TableModel(MYOPIC), feats(), vocab(), beam_size=1) == [["e"]]
 
 
 @pytest.mark.parametrize("beam_size", [1, 2, 3, 5])
 def test_no_beam_ever_ends_returns_the_best_unfinished_caption_at_max_length(beam_size):
-    never_ends = TableModel({}, fallback=("c", "c", "c", "a", "a"))  # c: 0.6, a: 0.4, end: 0
+    never_ends = TableModel({}, fallback=("c", "c", "c", "e", "e"))  # c: 0.6, e: 0.4, end: 0
     for max_length in (2, 5):
         captions = decode(never_ends, feats(3), vocab(max_length), beam_size=beam_size, length_penalty=0.7,
                           no_repeat=False)
@@ -105,19 +105,19 @@ def test_no_beam_ever_ends_returns_the_best_unfinished_caption_at_max_length(bea
 
 
 def test_respects_max_length_when_the_end_token_is_possible_but_unlikely():
-    model = TableModel({}, fallback=("a", "b", "c", "d"))  # END never listed: p = 0
-    model.table = {("a", "a"): {"a": 0.9, END: 0.1}}
+    model = TableModel({}, fallback=("e", "b", "c", "d"))  # END never listed: p = 0
+    model.table = {("e", "e"): {"e": 0.9, END: 0.1}}
     for beam_size in (1, 4):
         for caption in decode(model, feats(2), vocab(4), beam_size=beam_size):
             assert 1 <= len(caption) <= 3
 
 
-# "a endseq": log p = log 0.6 + log 0.5 = -1.20 (2 tokens)
+# "e endseq": log p = log 0.6 + log 0.5 = -1.20 (2 tokens)
 # "b c d endseq": log p = log 0.4 + 3 log 0.9 = -1.23 (4 tokens)
-LENGTHS = {(): {"a": 0.6, "b": 0.4},
-           ("a",): {END: 0.5, "d": 0.5},
-           ("a", "d"): {END: 0.05, "d": 0.95},
-           ("a", "d", "d"): {END: 0.05, "d": 0.95},
+LENGTHS = {(): {"e": 0.6, "b": 0.4},
+           ("e",): {END: 0.5, "d": 0.5},
+           ("e", "d"): {END: 0.05, "d": 0.95},
+           ("e", "d", "d"): {END: 0.05, "d": 0.95},
            ("b",): {"c": 0.9, "d": 0.1},
            ("b", "c"): {"d": 0.9, "c": 0.1},
            ("b", "c", "d"): {END: 0.9, "c": 0.1}}
@@ -126,7 +126,7 @@ LENGTHS = {(): {"a": 0.6, "b": 0.4},
 def test_length_normalisation_changes_the_choice():
     model = TableModel(LENGTHS)
     # alpha 0 ranks by raw probability: the short caption (-1.20 > -1.23).
-    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=0.0, no_repeat=False) == [["a"]]
+    assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=0.0, no_repeat=False) == [["e"]]
     # alpha 1 ranks by log-probability per token: -1.23 / 4 = -0.31 beats -1.20 / 2 = -0.60.
     assert beam_decode(model, feats(), vocab(), beam_size=2, length_penalty=1.0, no_repeat=False) == [["b", "c", "d"]]
 
@@ -151,15 +151,15 @@ def test_a_model_that_predicts_every_position_decodes_the_same():
     prefixes = np.array([[2, 4, 0, 0, 0, 0], [2, 5, 0, 0, 0, 0]], dtype="int32")
     np.testing.assert_array_equal(next_word_probs(seq_model, feats(2), prefixes, step=2),
                                   step_model([feats(2), prefixes]))
-    assert greedy_decode(seq_model, feats(), vocab()) == [["a"]]
+    assert greedy_decode(seq_model, feats(), vocab()) == [["e"]]
     assert beam_decode(seq_model, feats(), vocab(), beam_size=3) == [["b"]]
 
 
 def test_a_caption_never_holds_unk_padding_or_start():
-    model = TableModel({(): {UNK: 0.5, START: 0.3, "a": 0.2}, ("a",): {PAD: 0.5, UNK: 0.3, END: 0.2}})
+    model = TableModel({(): {UNK: 0.5, START: 0.3, "e": 0.2}, ("e",): {PAD: 0.5, UNK: 0.3, END: 0.2}})
     for beam_size in (1, 3):
         for no_repeat in (True, False):
-            assert decode(model, feats(2), vocab(), beam_size=beam_size, no_repeat=no_repeat) == [["a"]] * 2
+            assert decode(model, feats(2), vocab(), beam_size=beam_size, no_repeat=no_repeat) == [["e"]] * 2
 
 
 class Words(TableModel):
@@ -211,6 +211,27 @@ def test_no_repeat_takes_the_best_caption_that_does_not_repeat_itself(beam_size)
     assert clean == "a white and dog runs in the grass in the park".split()
 
 
+DANGLING = [PAD, UNK, START, END, "a", "dog", "runs", "with", "ball"]
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_a_caption_never_ends_mid_phrase(beam_size):
+    """A model that would stop after "with" (or "a") gets its best caption that does not: greedy
+    goes on to "a ball"; beam search may also take a shorter whole phrase."""
+    table = {(): {"a": 1.0}, ("a",): {"dog": 1.0}, ("a", "dog"): {"runs": 1.0},
+             ("a", "dog", "runs"): {"with": 0.7, END: 0.3},
+             ("a", "dog", "runs", "with"): {END: 0.6, "a": 0.4},
+             ("a", "dog", "runs", "with", "a"): {END: 0.7, "ball": 0.3},
+             ("a", "dog", "runs", "with", "a", "ball"): {END: 1.0}}
+    words = Vocabulary(words=DANGLING, max_length=9)
+    model = Words(DANGLING, table)
+    assert decode(model, feats(), words, beam_size=1, no_repeat=False)[0] == "a dog runs with".split()
+    clean = decode(model, feats(), words, beam_size=beam_size)[0]
+    assert clean[-1] not in ("a", "with")
+    if beam_size == 1:
+        assert clean == "a dog runs with a ball".split()
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="beam_size"):
         decode(TableModel({}), feats(), vocab(), beam_size=0)
@@ -242,8 +263,8 @@ def test_soft_attention_decodes_one_word_at_a_time_with_the_whole_models_probabi
 # decode_scored: the same captions, each with its mean log-probability per token.
 
 def test_scored_captions_carry_their_mean_log_probability_per_token():
-    # greedy "a": log 0.5 + log 0.4 over the word and the end token; beam "b": log 0.4 + log 0.9
-    assert decode_scored(TableModel(MYOPIC), feats(), vocab()) == [(["a"], pytest.approx(np.log(0.2) / 2))]
+    # greedy "e": log 0.5 + log 0.4 over the word and the end token; beam "b": log 0.4 + log 0.9
+    assert decode_scored(TableModel(MYOPIC), feats(), vocab()) == [(["e"], pytest.approx(np.log(0.2) / 2))]
     for alpha in (0.0, 0.7, 1.0):  # the mean is the raw sum per token, whatever beam search ranked by
         assert decode_scored(TableModel(MYOPIC), feats(2), vocab(), beam_size=3, length_penalty=alpha) == \
             [(["b"], pytest.approx(np.log(0.36) / 2))] * 2
@@ -251,7 +272,7 @@ def test_scored_captions_carry_their_mean_log_probability_per_token():
 
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_an_unfinished_caption_is_scored_over_its_words_alone(beam_size):
-    never_ends = TableModel({}, fallback=("c", "c", "c", "a", "a"))  # c: 0.6, a: 0.4, end: 0
+    never_ends = TableModel({}, fallback=("c", "c", "c", "e", "e"))  # c: 0.6, e: 0.4, end: 0
     scored = decode_scored(never_ends, feats(2), vocab(5), beam_size=beam_size, length_penalty=0.7, no_repeat=False)
     assert scored == [(["c"] * 4, pytest.approx(np.log(0.6)))] * 2
 
@@ -259,9 +280,9 @@ def test_an_unfinished_caption_is_scored_over_its_words_alone(beam_size):
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_the_repeat_ban_changes_the_caption_not_the_probabilities_it_is_scored_by(beam_size):
     """The ban zeroes other words before the choice; the chosen words keep the model's own probability."""
-    table = {(): {"a": 0.6, "b": 0.4}, ("a",): {"a": 0.7, "c": 0.2, END: 0.1}, ("a", "c"): {END: 1.0}}
+    table = {(): {"e": 0.6, "b": 0.4}, ("e",): {"e": 0.7, "c": 0.2, END: 0.1}, ("e", "c"): {END: 1.0}}
     scored = decode_scored(TableModel(table), feats(), vocab(), beam_size=beam_size)
-    assert scored == [(["a", "c"], pytest.approx((np.log(0.6) + np.log(0.2) + np.log(1.0)) / 3))]
+    assert scored == [(["e", "c"], pytest.approx((np.log(0.6) + np.log(0.2) + np.log(1.0)) / 3))]
 
 
 @pytest.mark.slow  # decodes real Keras models
