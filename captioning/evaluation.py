@@ -24,7 +24,8 @@ from captioning.decoding import decode, decode_scored
 from captioning.feature_store import FeatureStore
 from captioning.features import extract_saved
 from captioning.io import read_captions, read_json
-from captioning.metrics import bleu, caption_scores, cider_per_image, repeated_word_share
+from captioning.metrics import (bleu, caption_scores, cider_per_image, dangling_share, distinct_share,
+                                repeated_word_share)
 from captioning.novelty import Novelty
 from captioning.ood import make_ood_set
 from captioning.sanity import blank_image_features
@@ -103,7 +104,10 @@ def evaluate(model, vocab: Vocabulary, data_dir: Path, model_dir: Path, score_tr
     test_firsts = {k: tested.pop(k) for k in [k.removeprefix("dev_") for k in dev_scores] if k in tested}
     scores = {**test_firsts, **dev_scores, "dev_confidence_rho": calibration.rho, **tested,
               **holdout_scores, "repeated_words": repeated, "blank_repeated_words": repeated_word_share(blank),
-              "unk_captions": sum(UNK in words for words in predicted) / len(predicted)}
+              "unk_captions": sum(UNK in words for words in predicted) / len(predicted),
+              # one sentence for many photos, or an open phrase at the end: what BLEU does not see
+              "distinct_captions": distinct_share(predicted), "dev_distinct_captions": distinct_share(dev_predicted),
+              "dangling_endings": dangling_share(predicted + dev_predicted + blank)}
     scores = {k: round(v, 4) for k, v in scores.items()}
     scores.update(test_images=len(test), beam_size=beam_size, length_penalty=length_penalty)
     blank_captions = {name: " ".join(words) for name, words in zip(blank_names, blank)}

@@ -29,6 +29,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
+from captioning.text import DANGLING_WORDS
+
 BLEU_WEIGHTS = {
     1: (1.0,),
     2: (0.5, 0.5),
@@ -89,6 +91,16 @@ def human_bleu(references: Sequence[Sequence[Sequence[str]]]) -> dict[str, float
         return {}
     scores = bleu([refs[1:] for refs in usable], [refs[0] for refs in usable])
     return {f"human_{k}": v for k, v in scores.items()}
+
+
+def distinct_share(captions: Sequence[Sequence[str]]) -> float:
+    """Share of distinct captions: a model that says one sentence for many photos is worse than its BLEU."""
+    return len({tuple(words) for words in captions}) / len(captions) if captions else 0.0
+
+
+def dangling_share(captions: Sequence[Sequence[str]]) -> float:
+    """Share of captions that end mid-phrase, on an article, preposition or conjunction ("... with a")."""
+    return sum(bool(words) and words[-1] in DANGLING_WORDS for words in captions) / len(captions) if captions else 0.0
 
 
 def repeated_word_share(captions: Sequence[Sequence[str]], run: int = 3) -> float:

@@ -5,7 +5,8 @@ from collections import defaultdict
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 
-from captioning.metrics import bleu, cider_per_image, coco_scores, human_bleu, repeated_word_share
+from captioning.metrics import (bleu, cider_per_image, coco_scores, dangling_share, distinct_share, human_bleu,
+                                repeated_word_share)
 from captioning.text import normalise
 
 # nltk warns (rightly) when a short hand-made example has no 4-gram match; the values are asserted.
@@ -135,3 +136,13 @@ def test_repeated_word_share_counts_runs_of_three():
     captions = [["a", "big", "large", "large", "large"], ["a", "red", "red", "circle"], ["x", "y", "x", "x"], []]
     assert repeated_word_share(captions) == 0.25
     assert repeated_word_share([]) == 0.0
+
+
+def test_distinct_share_counts_each_sentence_once():
+    assert distinct_share([["a", "dog"], ["a", "dog"], ["a", "cat"], ["two", "dogs"]]) == 0.75
+    assert distinct_share([]) == 0.0
+
+
+def test_dangling_share_counts_captions_ending_mid_phrase():
+    captions = [["a", "dog", "runs", "with", "a"], ["a", "dog", "in", "the"], ["a", "dog", "runs"], []]
+    assert dangling_share(captions) == 0.5
