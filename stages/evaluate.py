@@ -3,7 +3,7 @@ how often drawn non-photos are flagged unsure; the caption confidence's calibrat
 
 from pathlib import Path
 
-from captioning import confidence, datasets, evaluation, novelty, reports, tracking
+from captioning import confidence, datasets, evaluation, novelty, reports, scst, tracking
 from captioning.attention_maps import write_attention_maps
 from captioning.feature_store import FeatureStore
 from captioning.io import read_json, write_json
@@ -45,7 +45,8 @@ def main() -> None:
                                   registered_model=params["tracking"]["registered_model"],
                                   decoding=served, model_dir="models", source="stages/evaluate.py", hashed=TRAINED_ON,
                                   reports=["reports/samples.json", "reports/holdout_samples.json",
-                                           "reports/attention", *figures])
+                                           "reports/attention", *figures],
+                                  scst=(scst.read_history("metrics/scst_history.csv"), read_json("metrics/scst.json")))
     write_json("metrics/mlflow_run.json", run)  # not cached: evaluate never comes from the run cache
     print(scores)
     print("blank images:", blank)

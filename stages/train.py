@@ -1,4 +1,5 @@
-"""Stage 6: fit the captioning model params.yaml's `model` section names, on the training captions."""
+"""Stage 6: fit the captioning model params.yaml's `model` section names, on the training captions, by
+cross-entropy (teacher forcing): models/xe.keras, which the scst stage fine-tunes into models/model.keras."""
 
 import contextlib
 import time
@@ -44,7 +45,7 @@ def main() -> None:
         with strategy.scope():
             history = training.fit(model, arch, train_ds, val_ds, cfg, callbacks, steps)
         seconds = time.perf_counter() - start
-        with atomic_path(distribute.output_path("models/model.keras", strategy)) as tmp:
+        with atomic_path(distribute.output_path("models/xe.keras", strategy)) as tmp:
             model.save(tmp)
     if not chief:
         print(f"worker done: val_loss {min(history['val_loss']):.4f}")
@@ -53,7 +54,7 @@ def main() -> None:
     training.write_history("metrics/history.csv", history)
     write_json("metrics/train.json", summary := training.summary(history, seconds))
     reports.learning_curves("metrics/history.csv", "plots/learning_curves.png")
-    tracking.log_training(mlflow_run.info.run_id, summary, "models/model.keras",
+    tracking.log_training(mlflow_run.info.run_id, summary, "models/xe.keras",
                           ["plots/learning_curves.png", "params.yaml", "models/vocab.json"])
 
 

@@ -251,13 +251,14 @@ def copy_of(repo: Path, dest: Path) -> Path:
 
 
 # The default's tiny twin: soft_attention over the packaged ImageNet MobileNetV2's block_13 grid
-# (4x4 regions at 64 px), with held-out pairs.
+# (4x4 regions at 64 px), with held-out pairs, and the Flickr8k profile's self-critical stage.
 ATTENTION = {**TINY, "features.backbone": "mobilenet_v2", "features.alpha": 0.5, "features.weights": "imagenet",
              "features.layer": "block_13_expand_relu", "features.pooling": "grid", "features.grid_side": 4,
              "model.architecture": "soft_attention",
              "train.lr_schedule": "cosine", "train.clipnorm": 1.0,
              "evaluate.attention_maps": 2, "data.shapes.holdout": [["yellow", "triangle"], ["red", "star"]],
-             "data.shapes.holdout_images": 6}
+             "data.shapes.holdout_images": 6,
+             "scst.epochs": 1, "scst.batch_size": 16}  # one self-critical epoch: the scst stage for real
 
 
 @pytest.fixture(scope="session")

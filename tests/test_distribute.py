@@ -91,7 +91,7 @@ def test_mirrored_over_two_cpu_devices_matches_one_device(tiny_repo, one_device)
     out = finish(start_train(tiny_repo, "from captioning.distribute import split_cpu\nsplit_cpu(2)"))
     assert "strategy mirrored (2 replicas)" in out
     assert val_loss(tiny_repo) == pytest.approx(one_device, rel=TOLERANCE)
-    assert (tiny_repo / "models/model.keras").is_file()
+    assert (tiny_repo / "models/xe.keras").is_file()
 
 
 def test_two_local_workers_train_together_and_match_one_device(tiny_repo, one_device):

@@ -23,9 +23,13 @@ def tiny_repo(trained_repo, tmp_path_factory) -> Path:
 def test_repro_produces_every_output(tiny_repo):
     for path in ["data/raw/captions.csv", "data/raw/scenes.json", "data/features/features.npy",
                  "data/clean/captions.csv", "data/split.json", "data/tokens/train.npz", "models/vocab.json",
-                 "models/model.keras", "models/encoder.weights.h5", "models/encoder.json",
-                 "metrics/history.csv", "metrics/train.json", "reports/samples.json", "mlflow.db"]:
+                 "models/xe.keras", "models/model.keras", "models/encoder.weights.h5", "models/encoder.json",
+                 "metrics/history.csv", "metrics/train.json", "metrics/scst.json", "metrics/scst_history.csv",
+                 "reports/samples.json", "mlflow.db"]:
         assert (tiny_repo / path).exists(), path
+    # scst.epochs: 0 (the default): the served model is the cross-entropy one, byte for byte
+    assert (tiny_repo / "models/model.keras").read_bytes() == (tiny_repo / "models/xe.keras").read_bytes()
+    assert json.loads((tiny_repo / "metrics/scst.json").read_text())["epochs"] == 0
     scores = json.loads((tiny_repo / "metrics/eval.json").read_text())
     for key in ["bleu1", "bleu2", "bleu3", "bleu4", "human_bleu1", "human_bleu4", "attribute_accuracy",
                 "meteor", "rouge_l", "coco_bleu4", "holdout_bleu4", "holdout_attribute_accuracy",
@@ -50,14 +54,25 @@ def test_second_repro_does_nothing(tiny_repo):
     assert "up to date" in dvc(tiny_repo, "status")
 
 
-def test_changing_epochs_reruns_only_train_and_evaluate(tiny_repo):
+def test_changing_epochs_reruns_only_train_scst_and_evaluate(tiny_repo):
     params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
     params["train"]["epochs"] = 1
     (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = dvc(tiny_repo, "repro")
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train", "evaluate"}
+    assert ran == {"train", "scst", "evaluate"}
     assert json.loads((tiny_repo / "metrics/train.json").read_text())["epochs"] == 1
+
+
+def test_changing_an_scst_param_reruns_only_scst(tiny_repo):
+    """Not the cross-entropy epochs; and at scst.epochs 0 the model is the same file, so evaluate
+    has nothing to redo either."""
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    params["scst"]["learning_rate"] = 2e-4
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(tiny_repo, "repro")
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"scst"}
 
 
 def test_caption_command_uses_the_trained_model(tiny_repo, sample_images):

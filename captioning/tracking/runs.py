@@ -110,6 +110,18 @@ def log_training(run_id: str, train_metrics: Mapping[str, float], model_file: st
             mlflow.log_artifact(str(path))
 
 
+def log_scst(run_id: str, history: Sequence[Mapping[str, float]], summary: Mapping[str, float]) -> None:
+    """Self-critical training's per-epoch curves (scst_reward, scst_dev_cider, ..., step = SCST
+    epoch, 0 being the cross-entropy start) and its summary (scst_epochs, scst_best_epoch, ...) in
+    the active run; once: a code-only evaluate rerun into the same run does not append them again."""
+    if mlflow.MlflowClient().get_metric_history(run_id, "scst_dev_cider"):
+        return
+    for logs in history:
+        mlflow.log_metrics({f"scst_{k}": float(v) for k, v in logs.items() if k != "epoch" and v == v},  # v == v: not NaN
+                           step=int(logs["epoch"]))
+    mlflow.log_metrics({k if k.startswith("scst_") else f"scst_{k}": float(v) for k, v in summary.items()})
+
+
 def _copy_run(client, source, params: Mapping[str, Any]) -> None:
     """Give the active run what the run that trained its model recorded: tags, per-epoch metric
     histories and final train figures, the dataset input; params are today's params.yaml."""
@@ -159,11 +171,13 @@ def sample_table(samples: list[Mapping[str, Any]]) -> dict[str, list[str]]:
 
 def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], *, dataset: str, registered_model: str,
                    decoding: Mapping[str, Any], model_dir: str | Path, source: str, hashed: Sequence[str],
-                   reports=()) -> dict[str, str]:
+                   reports=(), scst: tuple[Sequence[Mapping[str, float]], Mapping[str, float]] | None = None
+                   ) -> dict[str, str]:
     """Scores, reports, a sample-caption table and the model in `model_dir` (registered as
     `registered_model`, decoding as `decoding` says; alias `champion` moves only if BLEU-4 improves).
-    `params` are logged as they are; `source` and `hashed` tag a new run as in train_run. Returns the
-    run id, its name and the model version registered."""
+    `params` are logged as they are; `source` and `hashed` tag a new run as in train_run; `scst`:
+    the scst stage's (history, summary), see log_scst. Returns the run id, its name and the model
+    version registered."""
     model_dir = Path(model_dir).resolve()
     run_id = read_json(model_dir / "run.json")["mlflow_run_id"]
     metrics, tags = split_figures(scores)
@@ -172,6 +186,8 @@ def log_evaluation(params: Mapping[str, Any], scores: Mapping[str, float], *, da
     with evaluation_run(params, run_id, dataset, source=source, hashed=hashed) as run, store.at_root():
         mlflow.log_metrics(metrics)
         mlflow.set_tags(tags)
+        if scst is not None:
+            log_scst(run.info.run_id, *scst)
         for path in reports:
             if path.is_dir():
                 mlflow.log_artifacts(str(path), artifact_path=path.name)
