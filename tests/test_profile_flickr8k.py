@@ -72,7 +72,8 @@ def test_make_flickr8k_names_its_experiment_and_leaves_its_results(profile_repo)
                             capture_output=True, text=True, check=True).stdout.split()
     assert "flickr8k" in listed
     scores = json.loads((profile_repo / "metrics/eval.json").read_text())
-    assert scores["test_images"] == 30 and scores["beam_size"] == 3
+    assert scores["test_images"] == 30 and scores["beam_size"] == 2
+    assert json.loads((profile_repo / "metrics/scst.json").read_text())["epochs"] >= 1  # self-critical training ran
     for key in ("bleu1", "bleu4", "meteor", "cider", "human_bleu4"):
         assert 0 <= scores[key] <= 1 or key == "cider", key
     assert json.loads((profile_repo / "metrics/data.json").read_text())["images"] == 205
