@@ -63,7 +63,7 @@ def main() -> None:
     per_image = int(np.bincount(seq_rows[keep]).max())
     xe_batches = list(arch.batches(seqs[keep], seq_rows[keep], store, args.images * per_image, 0,
                                    shuffle=False).take(args.batches + 1))
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-4), loss=arch.loss, jit_compile=True)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-4), loss=arch.loss)  # as training.fit compiles it
     xe_captions = sum(int(np.count_nonzero(np.asarray(y).reshape(-1, y.shape[-1]).any(axis=1)))
                       for _, y in xe_batches[1:])
     xe_seconds = timed(lambda b: trainer.train_on_batch(*b), xe_batches)
