@@ -35,8 +35,8 @@ def main() -> None:
         else:
             model.save(tmp)
     best = max(history, key=lambda logs: logs["dev_cider"])
-    summary = {"epochs": len(history) - 1, "best_epoch": best["epoch"], "dev_cider": round(best["dev_cider"], 4),
-               "dev_bleu4": round(best["dev_bleu4"], 4), "xe_dev_cider": round(history[0]["dev_cider"], 4),
+    summary = {"epochs": len(history) - 1, "best_epoch": best["epoch"], "best_dev_cider": round(best["dev_cider"], 4),
+               "best_dev_bleu4": round(best["dev_bleu4"], 4), "xe_dev_cider": round(history[0]["dev_cider"], 4),
                "scst_seconds": round(sum(logs["epoch_seconds"] for logs in history), 1)}
     scst.write_history("metrics/scst_history.csv", history)
     write_json("metrics/scst.json", summary)

@@ -67,3 +67,20 @@ def test_holdout_pairs_are_only_in_the_holdout_set(attention_repo):
     scores = json.loads((attention_repo / "metrics/eval.json").read_text())
     for key in ["holdout_bleu1", "holdout_bleu4", "holdout_attribute_accuracy", "holdout_unseen_pair_accuracy"]:
         assert 0.0 <= scores[key] <= 1.0, key
+
+
+def test_scst_epochs_are_recorded_in_metrics_and_mlflow(attention_repo):
+    """The tiny twin runs one self-critical epoch: its curve (epoch 0 the cross-entropy start) is in
+    metrics/scst_history.csv and, step by step, in the MLflow run evaluate logged."""
+    import mlflow
+
+    from captioning import scst
+
+    rows = scst.read_history(attention_repo / "metrics/scst_history.csv")
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["captions_per_second"] > 0
+    assert json.loads((attention_repo / "metrics/scst.json").read_text())["epochs"] == 1
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{attention_repo / 'mlflow.db'}")
+    run_id = json.loads((attention_repo / "metrics/mlflow_run.json").read_text())["mlflow_run_id"]
+    logged = client.get_metric_history(run_id, "scst_dev_cider")
+    assert sorted(m.step for m in logged) == [0, 1]
+    assert [round(m.value, 6) for m in sorted(logged, key=lambda m: m.step)] == [r["dev_cider"] for r in rows]
