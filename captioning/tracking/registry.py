@@ -58,7 +58,7 @@ def register_model(model_dir: str | Path, *, name: str, decoding: Mapping[str, A
     return str(info.registered_model_version)
 
 
-def promote_if_better(name: str, version: int | str, bleu4: float) -> bool:
+def promote_if_better(name: str, version: int | str, bleu4: float, retry: bool = True) -> bool:
     """Point `name@champion` at this version when its BLEU-4 beats the current champion's."""
     client = mlflow.MlflowClient()
     client.set_model_version_tag(name, str(version), "bleu4", str(bleu4))
@@ -66,7 +66,14 @@ def promote_if_better(name: str, version: int | str, bleu4: float) -> bool:
         best = float(client.get_model_version_by_alias(name, CHAMPION).tags.get("bleu4", "-1"))
     except mlflow.exceptions.MlflowException:
         best = float("-inf")  # no champion yet
-    if bleu4 > best:
+    if bleu4 <= best:
+        return False
+    try:
         client.set_registered_model_alias(name, CHAMPION, str(version))
-        return True
-    return False
+    except mlflow.exceptions.MlflowException:
+        if not retry:
+            raise
+        # Two queued experiments promoting at once: the other one set the alias first (a tracking
+        # server on PostgreSQL refuses the second insert). Compare with its version again.
+        return promote_if_better(name, version, bleu4, retry=False)
+    return True
