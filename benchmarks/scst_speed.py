@@ -22,11 +22,11 @@ import tensorflow as tf
 from benchmarks.workspace import NOT_TRAINED, ROOT, peak_rss_mb, require
 from captioning import models, scst
 from captioning.cider import CiderD
-from captioning.decoding import decode
+from captioning.decoding import decode, words
 from captioning.feature_store import FeatureStore
 from captioning.io import read_captions, read_json
 from captioning.models import load_model
-from captioning.text import Vocabulary, load_tokens, references
+from captioning.text import END, Vocabulary, load_tokens, references
 
 
 def timed(step, batches) -> float:
@@ -79,7 +79,7 @@ def main() -> None:
         t0 = time.perf_counter()
         tokens = scst.sample(model, feats, vocab, args.samples, (0, batch))
         t1 = time.perf_counter()
-        captions = [scst.with_end(scst.words_of(r[1:], vocab)) for r in tokens.reshape(-1, tokens.shape[-1])]
+        captions = [scst.with_end(words(r, vocab, vocab.index[END])) for r in tokens.reshape(-1, tokens.shape[-1])]
         scored = reward.scores(np.repeat(names[chosen], args.samples), captions).reshape(-1, args.samples)
         t2 = time.perf_counter()
         greedy = None

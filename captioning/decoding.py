@@ -148,7 +148,7 @@ def greedy_decode(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
     """
     prefixes, _ = _greedy(model, features, vocab, batch_size, no_repeat)
     end = vocab.index[END]
-    return [_words(row, vocab, end) for row in prefixes]
+    return [words(row, vocab, end) for row in prefixes]
 
 
 def greedy_scored(model, features: np.ndarray, vocab: Vocabulary, batch_size: int = 256,
@@ -157,7 +157,7 @@ def greedy_scored(model, features: np.ndarray, vocab: Vocabulary, batch_size: in
     prefixes, logp = _greedy(model, features, vocab, batch_size, no_repeat)
     end = vocab.index[END]
     tokens = _token_counts(prefixes, end)
-    return [(_words(row, vocab, end), float(total / count)) for row, total, count in zip(prefixes, logp, tokens)]
+    return [(words(row, vocab, end), float(total / count)) for row, total, count in zip(prefixes, logp, tokens)]
 
 
 def _greedy(model, features: np.ndarray, vocab: Vocabulary, batch_size: int,
@@ -359,7 +359,7 @@ def beam_search(model, features: np.ndarray, vocab: Vocabulary, beam_size: int =
             beam = int(scores[image].argmax())
             total = scores[image, beam]
             ranked = [(normalised(total, length - 1), total, length - 1, seqs[image, beam, 1:].tolist())]
-        out.append([Candidate(float(score), _words(np.asarray([start, *ids]), vocab, end), float(total / tokens))
+        out.append([Candidate(float(score), words(np.asarray([start, *ids]), vocab, end), float(total / tokens))
                     for score, total, tokens, ids in ranked])
     return out
 
@@ -421,10 +421,11 @@ def _call(model: keras.Model, features, prefixes):
     return model([features, prefixes], training=False)
 
 
-def _words(ids: np.ndarray, vocab: Vocabulary, end: int) -> list[str]:
-    words = []
+def words(ids: np.ndarray, vocab: Vocabulary, end: int) -> list[str]:
+    """A row of token ids, start token first, as the caption's words (up to the end token or padding)."""
+    out = []
     for i in ids[1:]:
         if i == end or i == 0:
             break
-        words.append(vocab.words[i])
-    return words
+        out.append(vocab.words[i])
+    return out

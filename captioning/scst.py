@@ -29,13 +29,12 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
-from pycocoevalcap.cider.cider import Cider
 
 from captioning import models
 from captioning.cider import CiderD
-from captioning.decoding import decode, never_words
+from captioning.decoding import decode, never_words, words
 from captioning.io import DataError, atomic_path
-from captioning.metrics import bleu
+from captioning.metrics import bleu, cider_per_image
 from captioning.text import END, START, Vocabulary
 
 BASELINES = ("greedy", "mean")
@@ -60,16 +59,6 @@ class ScstConfig:
             raise DataError("params.yaml scst.epochs must be >= 0 and scst.batch_size >= 1")
         if self.samples < (2 if self.baseline == "mean" else 1):
             raise DataError(f"params.yaml scst.samples={self.samples}: the mean baseline needs >= 2 samples per image")
-
-
-def words_of(ids: np.ndarray, vocab: Vocabulary) -> list[str]:
-    """A sampled row of token ids (no start token) as words, up to the end token."""
-    end, words = vocab.index[END], []
-    for i in ids:
-        if i == end or i == 0:
-            break
-        words.append(vocab.words[i])
-    return words
 
 
 def with_end(words: Sequence[str]) -> list[str]:
@@ -145,15 +134,12 @@ def dev_scores(model, features: np.ndarray, vocab: Vocabulary, refs: Sequence[Se
     """Greedy captions of the dev images, scored as the evaluate stage scores them (CIDEr-D with
     the dev references' document frequencies, BLEU-4)."""
     captions = decode(model, features, vocab, 1, 0.0, batch_size)
-    gts = {i: [" ".join(r) for r in image_refs] for i, image_refs in enumerate(refs)}
-    cider = Cider().compute_score(gts, {i: [" ".join(c)] for i, c in enumerate(captions)})[0]
-    return {"dev_cider": float(cider), "dev_bleu4": bleu(refs, captions)["bleu4"]}
+    return {"dev_cider": float(np.mean(cider_per_image(refs, captions))), "dev_bleu4": bleu(refs, captions)["bleu4"]}
 
 
 def train(model: keras.Model, features: Callable[[np.ndarray], np.ndarray], train_images: Sequence[str],
           train_rows: np.ndarray, refs: Mapping[str, list[list[str]]], dev_features: np.ndarray,
-          dev_refs: Sequence[Sequence[Sequence[str]]], vocab: Vocabulary, config: ScstConfig,
-          on_epoch: Callable[[int, dict], None] = lambda epoch, logs: None) -> list[dict]:
+          dev_refs: Sequence[Sequence[Sequence[str]]], vocab: Vocabulary, config: ScstConfig) -> list[dict]:
     """Self-critical epochs on `model` (changed in place; it ends with the best dev epoch's weights).
 
     features(rows) -> float32 features of those feature-store rows; train_images[i] sits at
@@ -164,7 +150,6 @@ def train(model: keras.Model, features: Callable[[np.ndarray], np.ndarray], trai
     history = [{"epoch": 0, "reward": float("nan"), "baseline_reward": float("nan"),
                 **dev_scores(model, dev_features, vocab, dev_refs), "captions_per_second": float("nan"),
                 "epoch_seconds": 0.0}]
-    on_epoch(0, history[0])
     if config.epochs == 0:
         return history
     arch = models.of(model)
@@ -185,7 +170,7 @@ def train(model: keras.Model, features: Callable[[np.ndarray], np.ndarray], trai
             images = [train_images[i] for i in picked]
             feats = features(train_rows[picked])
             tokens = sample(model, feats, vocab, config.samples, (config.seed, int(rng.integers(2**31))))
-            captions = [with_end(words_of(row[1:], vocab)) for row in tokens.reshape(-1, tokens.shape[-1])]
+            captions = [with_end(words(row, vocab, vocab.index[END])) for row in tokens.reshape(-1, tokens.shape[-1])]
             scored = reward.scores(np.repeat(images, config.samples), captions).reshape(batch, config.samples)
             greedy = None
             if config.baseline == "greedy":
@@ -199,7 +184,6 @@ def train(model: keras.Model, features: Callable[[np.ndarray], np.ndarray], trai
                 **dev_scores(model, dev_features, vocab, dev_refs),
                 "captions_per_second": len(order) // batch * batch * config.samples / seconds, "epoch_seconds": seconds}
         history.append(logs)
-        on_epoch(epoch, logs)
         print(f"scst epoch {epoch}: reward {logs['reward']:.3f} (baseline {logs['baseline_reward']:.3f}), "
               f"dev CIDEr-D {logs['dev_cider']:.4f}, BLEU-4 {logs['dev_bleu4']:.4f}, {seconds:.0f} s", flush=True)
         if logs["dev_cider"] > best:
