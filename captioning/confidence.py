@@ -1,7 +1,7 @@
 """A confidence beside a caption, only when the model has shown that its confidence means something.
 
-A caption's confidence is worth showing only if it ranks captions by their quality, and issue 32
-set the bar: Spearman's rho >= 0.3 between a per-caption score and each caption's own CIDEr-D over
+A caption's confidence is worth showing only if it ranks captions by their quality; the bar is
+Spearman's rho >= 0.3 between a per-caption score and each caption's own CIDEr-D over
 the dev split. Of the scores measured (benchmarks/probes/caption_confidence.py, docs/design.md)
 only the caption's mean log-probability per token clears it, so that is the score
 (captioning.decoding.decode_scored gives it with every caption, at no extra model pass).
@@ -31,7 +31,7 @@ import numpy as np
 from captioning.io import DataError, write_json
 
 SCORE = "mean_logprob"  # per caption, over its words and end token (decoding.decode_scored)
-MIN_RHO = 0.3  # issue 32's bar: below it, the score does not rank captions well enough to show
+MIN_RHO = 0.3  # below it, the score does not rank captions well enough to show
 WORDS = ("low", "medium", "high")  # one per third of the dev split's captions, lowest score first
 FILE = "confidence.json"
 REDO = "rerun `dvc repro evaluate`, or delete it to caption without a confidence"
